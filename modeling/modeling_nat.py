@@ -1,0 +1,638 @@
+"""The non-autoregressive transformer (NAT) of Sun & Yang (ICML 2020), section "The NAR model" of PAPER.md.
+
+Encoder with a length slot at position 0 whose top-layer state feeds a length classifier; a non-causal decoder whose
+inputs are the PAD embedding plus learned positions (paper) or a uniform copy of the source embeddings (Gu et al.
+2018); one embedding matrix shared by the encoder input, the decoder input and the output projection. `generate()`
+predicts the length and fills every position in one decoder pass (argmax, ODD, length beam with AR rescoring: see
+`decoding.py`). `score_targets()` is the NAT's total log-probability of given targets, used by EM selection and CM.
+
+This file imports only torch, transformers and its sibling files: `save_pretrained` copies it next to the weights
+for `trust_remote_code` users.
+"""
+
+import math
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_nat import NATConfig
+from .decoding import (
+    ar_rescore,
+    length_candidates,
+    odd_decode,
+    select_best,
+    top_k_per_position,
+)
+
+# Decoding knobs saved in generation_config.json (never in NATConfig), with their defaults.
+NAT_GENERATION_DEFAULTS = {"length_beam": 1, "odd": True, "odd_top_k": 3, "rescore_alpha": 0.6}
+# Generic generate() kwargs whose non-default values have no NAT meaning: accepted, warned about once.
+_IGNORED_GENERATE_KWARGS = {
+    "num_beams": 1,
+    "do_sample": False,
+    "num_return_sequences": 1,
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "early_stopping": False,
+    "length_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "repetition_penalty": 1.0,
+    "use_cache": True,
+    "decoder_start_token_id": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+}
+PIPELINE_FILE = "pipeline_translation.py"
+
+
+@dataclass
+class NATOutput(ModelOutput):
+    """Output of [`NATForConditionalGeneration.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`): token loss + `length_loss_weight` * length loss (with labels).
+        logits (`torch.FloatTensor` of shape `(batch, tgt_len, vocab_size)`): token logits.
+        length_logits (`torch.FloatTensor` of shape `(batch, num_length_classes)`): target-length logits.
+        token_loss, length_loss (`torch.FloatTensor` of shape `()`): the two terms of `loss`.
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch, 1 + src_len, d_model)`): encoder states,
+            the length slot first.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    length_logits: torch.FloatTensor | None = None
+    token_loss: torch.FloatTensor | None = None
+    length_loss: torch.FloatTensor | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+
+
+@dataclass
+class NATGenerateOutput(ModelOutput):
+    """Output of `generate(..., return_dict_in_generate=True)`.
+
+    Args:
+        sequences (`torch.LongTensor` of shape `(batch, max_len)`): EOS-terminated, PAD-padded ids.
+        sequences_scores (`torch.FloatTensor` of shape `(batch,)`): score of the kept candidate (NAT log-probability,
+            or the AR's length-normalised log-probability when rescored).
+        lengths (`torch.LongTensor` of shape `(batch,)`): length of each output, EOS included.
+    """
+
+    sequences: torch.LongTensor | None = None
+    sequences_scores: torch.FloatTensor | None = None
+    lengths: torch.LongTensor | None = None
+
+
+def _padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(batch,) lengths -> (batch, max_len) bool, True on real positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _attention_mask_4d(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(batch, keys) bool -> (batch, 1, 1, keys) for SDPA; None when nothing is masked (the fast path)."""
+    if mask is None or bool(mask.all()):
+        return None
+    return mask[:, None, None, :]
+
+
+class NATAttention(nn.Module):
+    """Multi-head attention on `scaled_dot_product_attention`; self-attention (fused qkv) or cross-attention."""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float, is_cross_attention: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.dropout = dropout
+        self.is_cross_attention = is_cross_attention
+        if is_cross_attention:
+            self.q_proj = nn.Linear(d_model, d_model)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        else:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, hidden_states, memory=None, mask=None):
+        batch, length, d_model = hidden_states.shape
+        if self.is_cross_attention:
+            q = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+            kv = self.kv_proj(memory).view(batch, memory.shape[1], 2, self.num_heads, self.head_dim)
+            k, v = kv.permute(2, 0, 3, 1, 4)  # each (batch, heads, src_len, head_dim)
+        else:
+            qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, length, head_dim)
+        dropout_p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, d_model))
+
+
+class NATFeedForward(nn.Module):
+    def __init__(self, d_model: int, ffn_dim: int, activation: str, activation_dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, d_model)
+        self.activation = F.relu if activation == "relu" else F.gelu
+        self.activation_dropout = activation_dropout
+
+    def forward(self, hidden_states):
+        hidden_states = self.activation(self.fc1(hidden_states))
+        hidden_states = F.dropout(hidden_states, self.activation_dropout, self.training)
+        return self.fc2(hidden_states)
+
+
+class NATEncoderLayer(nn.Module):
+    """Pre-LayerNorm encoder layer: self-attention, feed-forward."""
+
+    def __init__(self, config: NATConfig):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = NATAttention(d, config.encoder_attention_heads, config.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.ffn = NATFeedForward(d, config.encoder_ffn_dim, config.activation_function, config.activation_dropout)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.dropout = config.dropout
+
+    def forward(self, hidden_states, mask):
+        attn = self.self_attn(self.self_attn_layer_norm(hidden_states), mask=mask)
+        hidden_states = hidden_states + F.dropout(attn, self.dropout, self.training)
+        ffn = self.ffn(self.final_layer_norm(hidden_states))
+        return hidden_states + F.dropout(ffn, self.dropout, self.training)
+
+
+class NATDecoderLayer(nn.Module):
+    """Pre-LayerNorm decoder layer: non-causal self-attention, cross-attention, feed-forward."""
+
+    def __init__(self, config: NATConfig):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = NATAttention(d, config.decoder_attention_heads, config.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.cross_attn = NATAttention(d, config.decoder_attention_heads, config.attention_dropout, True)
+        self.cross_attn_layer_norm = nn.LayerNorm(d)
+        self.ffn = NATFeedForward(d, config.decoder_ffn_dim, config.activation_function, config.activation_dropout)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.dropout = config.dropout
+
+    def forward(self, hidden_states, self_mask, memory, memory_mask):
+        attn = self.self_attn(self.self_attn_layer_norm(hidden_states), mask=self_mask)
+        hidden_states = hidden_states + F.dropout(attn, self.dropout, self.training)
+        cross = self.cross_attn(self.cross_attn_layer_norm(hidden_states), memory=memory, mask=memory_mask)
+        hidden_states = hidden_states + F.dropout(cross, self.dropout, self.training)
+        ffn = self.ffn(self.final_layer_norm(hidden_states))
+        return hidden_states + F.dropout(ffn, self.dropout, self.training)
+
+
+class NATPreTrainedModel(PreTrainedModel):
+    config_class = NATConfig
+    config: NATConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ["NATEncoderLayer", "NATDecoderLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, NATModel):
+            init.normal_(module.length_slot, mean=0.0, std=self.config.init_std)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the translation pipeline file when the code is saved too, so that
+        `pipeline("translation", model=folder, trust_remote_code=True)` works where em_nat is not installed."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is not None and os.path.isdir(save_directory):
+            here = os.path.dirname(os.path.abspath(__file__))
+            shutil.copyfile(os.path.join(here, PIPELINE_FILE), os.path.join(save_directory, PIPELINE_FILE))
+
+
+class NATModel(NATPreTrainedModel):
+    """Encoder (with the length slot and the length classifier) and non-causal decoder, without the output head."""
+
+    def __init__(self, config: NATConfig):
+        super().__init__(config)
+        d = config.d_model
+        self.embed_scale = math.sqrt(d) if config.scale_embedding else 1.0
+        self.shared = nn.Embedding(config.vocab_size, d)
+        self.length_slot = nn.Parameter(torch.zeros(d))
+        self.encoder_positions = nn.Embedding(config.max_position_embeddings + 1, d)  # + 1: the length slot
+        self.decoder_positions = nn.Embedding(config.max_position_embeddings, d)
+        self.encoder_layers = nn.ModuleList(NATEncoderLayer(config) for _ in range(config.encoder_layers))
+        self.decoder_layers = nn.ModuleList(NATDecoderLayer(config) for _ in range(config.decoder_layers))
+        self.encoder_layer_norm = nn.LayerNorm(d)
+        self.decoder_layer_norm = nn.LayerNorm(d)
+        self.length_predictor = nn.Linear(d, config.num_length_classes)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+
+    def check_source_length(self, input_ids: torch.Tensor) -> None:
+        if input_ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Input has {input_ids.shape[1]} tokens but the model takes at most max_position_embeddings="
+                f"{self.config.max_position_embeddings}; tokenize with truncation=True, "
+                f"max_length={self.config.max_position_embeddings}."
+            )
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Encode the source behind the length slot.
+
+        Returns:
+            `(states, memory_mask)`: states (batch, 1 + src_len, d_model), the length slot first; memory_mask
+            (batch, 1 + src_len) bool (True = real token) or None when nothing is padded.
+        """
+        self.check_source_length(input_ids)
+        batch, src_len = input_ids.shape
+        tokens = self.shared(input_ids) * self.embed_scale  # (batch, src_len, d)
+        slot = self.length_slot.to(tokens.dtype).expand(batch, 1, -1)  # (batch, 1, d)
+        hidden = torch.cat([slot, tokens], dim=1) + self.encoder_positions.weight[: src_len + 1]
+        hidden = F.dropout(hidden, self.config.dropout, self.training)
+        memory_mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            memory_mask = torch.cat([attention_mask.new_ones(batch, 1), attention_mask], dim=1).bool()
+        sdpa_mask = _attention_mask_4d(memory_mask)
+        for layer in self.encoder_layers:
+            hidden = layer(hidden, sdpa_mask)
+        return self.encoder_layer_norm(hidden), memory_mask
+
+    def predict_length_logits(self, encoder_states: torch.Tensor) -> torch.Tensor:
+        """(batch, 1 + src_len, d) -> (batch, num_length_classes) logits over target lengths (EOS included)."""
+        return self.length_predictor(encoder_states[:, 0])
+
+    def decoder_inputs(self, target_lengths, max_len, input_ids=None, attention_mask=None):
+        """Decoder input embeddings (batch, max_len, d): PAD embedding or uniform source copy, plus positions."""
+        positions = self.decoder_positions.weight[:max_len]  # (max_len, d)
+        if self.config.decoder_input == "positional":
+            pad = self.shared.weight[self.config.pad_token_id] * self.embed_scale  # (d,)
+            return (pad + positions).expand(target_lengths.shape[0], -1, -1)
+        # uniform copy: target position j of a length-T output reads source token round(j * (S - 1) / (T - 1))
+        src_lengths = (
+            attention_mask.sum(-1)
+            if attention_mask is not None
+            else torch.full_like(target_lengths, input_ids.shape[1])
+        )
+        steps = (src_lengths - 1).clamp(min=0) / (target_lengths - 1).clamp(min=1)  # (batch,)
+        index = torch.arange(max_len, device=input_ids.device)[None, :] * steps[:, None]  # (batch, max_len)
+        index = torch.minimum(index.round().long(), (src_lengths - 1).clamp(min=0)[:, None])
+        copied = self.shared(torch.gather(input_ids, 1, index)) * self.embed_scale  # (batch, max_len, d)
+        return copied + positions
+
+    def decode(self, decoder_embeds, target_mask, memory, memory_mask):
+        """Run the non-causal decoder. target_mask (batch, tgt_len) bool or None; returns (batch, tgt_len, d)."""
+        hidden = F.dropout(decoder_embeds, self.config.dropout, self.training)
+        self_mask = _attention_mask_4d(target_mask)
+        cross_mask = _attention_mask_4d(memory_mask)
+        for layer in self.decoder_layers:
+            hidden = layer(hidden, self_mask, memory, cross_mask)
+        return self.decoder_layer_norm(hidden)
+
+    def forward(self, input_ids, attention_mask=None, target_lengths=None, max_target_length=None):
+        """Encode, predict lengths, decode at `target_lengths` (batch,) padded to `max_target_length`.
+
+        Returns:
+            `(decoder_states, length_logits, encoder_states)` with shapes (batch, tgt_len, d),
+            (batch, num_length_classes), (batch, 1 + src_len, d).
+        """
+        encoder_states, memory_mask = self.encode(input_ids, attention_mask)
+        length_logits = self.predict_length_logits(encoder_states)
+        if target_lengths is None:
+            target_lengths = length_logits.argmax(-1).clamp(1, self.config.max_position_embeddings)
+        max_len = int(max_target_length or target_lengths.max())
+        embeds = self.decoder_inputs(target_lengths, max_len, input_ids, attention_mask)
+        target_mask = _padding_mask(target_lengths, max_len)
+        decoder_states = self.decode(embeds, target_mask, encoder_states, memory_mask)
+        return decoder_states, length_logits, encoder_states
+
+
+class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
+    """NAT with the tied output projection, the training loss, parallel `generate()` and `score_targets()`."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: NATConfig):
+        super().__init__(config)
+        self.model = NATModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+        for key, value in NAT_GENERATION_DEFAULTS.items():
+            if getattr(self.generation_config, key, None) is None:
+                setattr(self.generation_config, key, value)
+
+    def get_input_embeddings(self):
+        return self.model.shared
+
+    def set_input_embeddings(self, value):
+        self.model.shared = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def get_encoder(self):
+        return self.model
+
+    # ----- training -----------------------------------------------------------------------------------------------
+
+    def _target_lengths(self, labels):
+        """Lengths (EOS included) of PAD- or -100-padded labels; errors when a target cannot be represented."""
+        valid = (labels != -100) & (labels != self.config.pad_token_id)
+        lengths = valid.sum(-1)
+        if bool((lengths == 0).any()):
+            raise ValueError("A target has no tokens; every label sequence must at least hold EOS.")
+        if labels.shape[-1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Targets have {labels.shape[-1]} tokens but the NAT decodes at most max_position_embeddings="
+                f"{self.config.max_position_embeddings}; truncate the labels or filter long pairs."
+            )
+        return lengths, valid
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        target_lengths: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> NATOutput:
+        """Args:
+            input_ids (`torch.LongTensor` of shape `(batch, src_len)`): source ids, EOS-terminated.
+            attention_mask (`torch.Tensor` of shape `(batch, src_len)`): 1 on real tokens.
+            labels (`torch.LongTensor` of shape `(batch, tgt_len)`): targets, EOS-terminated, padded with PAD or
+                -100. Set the decoding length and give the loss.
+            decoder_input_ids / decoder_attention_mask (`(batch, tgt_len)`): HF-style way to set target lengths
+                without labels (only the mask matters: NAT decoder inputs are positions, not tokens).
+            target_lengths (`torch.LongTensor` of shape `(batch,)`): explicit target lengths (EOS included).
+        Without any of these, the predicted lengths are used.
+        """
+        max_len = None
+        valid = None
+        if labels is not None:
+            target_lengths, valid = self._target_lengths(labels)
+            max_len = labels.shape[-1]
+        elif decoder_input_ids is not None or decoder_attention_mask is not None:
+            if decoder_attention_mask is None:
+                decoder_attention_mask = decoder_input_ids.ne(self.config.pad_token_id)
+            target_lengths = decoder_attention_mask.sum(-1)
+            max_len = decoder_attention_mask.shape[-1]
+        decoder_states, length_logits, encoder_states = self.model(input_ids, attention_mask, target_lengths, max_len)
+        logits = self.lm_head(decoder_states)  # (batch, tgt_len, vocab)
+        loss = token_loss = length_loss = None
+        if labels is not None:
+            token_targets = labels.masked_fill(~valid, -100)
+            token_loss = F.cross_entropy(
+                logits.flatten(0, 1).float(),
+                token_targets.flatten(),
+                ignore_index=-100,
+                label_smoothing=self.config.label_smoothing,
+            )
+            length_loss = F.cross_entropy(
+                length_logits.float(), target_lengths, label_smoothing=self.config.length_label_smoothing
+            )
+            loss = token_loss + self.config.length_loss_weight * length_loss
+        return NATOutput(
+            loss=loss,
+            logits=logits,
+            length_logits=length_logits,
+            token_loss=token_loss,
+            length_loss=length_loss,
+            encoder_last_hidden_state=encoder_states,
+        )
+
+    # ----- scoring (EM selection, CM) -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score_targets(self, input_ids, attention_mask=None, labels=None) -> torch.Tensor:
+        """The NAT's total log-probability of given targets: `log p_len(|y| | x) + sum_k log p(y_k | x, |y|)`.
+
+        Not length-normalised, no label smoothing (PAPER.md, "Corpus-level multi-modality").
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, src_len)`): sources.
+            attention_mask (`torch.Tensor` of shape `(batch, src_len)`, *optional*).
+            labels (`torch.LongTensor` of shape `(batch, tgt_len)` or `(batch, num_candidates, tgt_len)`):
+                EOS-terminated targets padded with PAD or -100; with candidates, each source is encoded once.
+        Returns:
+            `torch.FloatTensor` of shape `(batch,)` or `(batch, num_candidates)`.
+        """
+        candidates = labels.dim() == 3
+        flat = labels.flatten(0, 1) if candidates else labels  # (batch * n, tgt_len)
+        repeats = labels.shape[1] if candidates else 1
+        lengths, valid = self._target_lengths(flat)
+        encoder_states, memory_mask = self.model.encode(input_ids, attention_mask)
+        length_log_probs = self.model.predict_length_logits(encoder_states).float().log_softmax(-1)
+        if repeats > 1:  # (batch * n, ...) views of each source's encoding
+            encoder_states = encoder_states.repeat_interleave(repeats, dim=0)
+            length_log_probs = length_log_probs.repeat_interleave(repeats, dim=0)
+            memory_mask = memory_mask.repeat_interleave(repeats, dim=0) if memory_mask is not None else None
+            input_ids = input_ids.repeat_interleave(repeats, dim=0)
+            attention_mask = attention_mask.repeat_interleave(repeats, dim=0) if attention_mask is not None else None
+        max_len = flat.shape[-1]
+        embeds = self.model.decoder_inputs(lengths, max_len, input_ids, attention_mask)
+        states = self.model.decode(embeds, _padding_mask(lengths, max_len), encoder_states, memory_mask)
+        token_log_probs = self.lm_head(states).float().log_softmax(-1)  # (batch * n, tgt_len, vocab)
+        picked = token_log_probs.gather(-1, flat.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+        total = picked.sum(-1) + length_log_probs.gather(-1, lengths.unsqueeze(-1)).squeeze(-1)
+        return total.view(labels.shape[:-1])
+
+    # ----- generation ---------------------------------------------------------------------------------------------
+
+    def _resolve_generation_settings(self, generation_config, kwargs):
+        """Merge saved generation config, an explicit one and kwargs; warn about generic knobs the NAT ignores."""
+        config = generation_config if generation_config is not None else self.generation_config
+        settings = {key: getattr(config, key, default) for key, default in NAT_GENERATION_DEFAULTS.items()}
+        settings["max_length"] = None
+        settings["max_new_tokens"] = getattr(config, "max_new_tokens", None)
+        settings["min_length"] = getattr(config, "min_length", 0) or 0
+        if generation_config is not None and getattr(generation_config, "max_length", None) is not None:
+            settings["max_length"] = generation_config.max_length
+        unknown = []
+        for key, value in kwargs.items():
+            if key in settings:
+                settings[key] = value
+            elif key in _IGNORED_GENERATE_KWARGS:
+                if value is not None and value != _IGNORED_GENERATE_KWARGS[key]:
+                    warnings.warn(
+                        f"NAT generate() ignores {key}={value!r}: decoding is one parallel pass; use length_beam, "
+                        "odd and rescorer for search.",
+                        stacklevel=3,
+                    )
+            elif key not in (
+                "output_scores",
+                "output_attentions",
+                "output_hidden_states",
+                "synced_gpus",
+                "streamer",
+                "logits_processor",
+                "stopping_criteria",
+                "pad_token_id",
+                "eos_token_id",
+                "bos_token_id",
+                "return_dict_in_generate",
+                "rescorer",
+            ):
+                unknown.append(key)
+        if unknown:
+            raise TypeError(
+                f"NAT generate() got unexpected keyword arguments {unknown}; NAT knobs are "
+                f"{sorted(NAT_GENERATION_DEFAULTS)} plus max_length, max_new_tokens, min_length, rescorer."
+            )
+        return settings
+
+    def _length_limit(self, settings) -> int:
+        limit = self.config.max_position_embeddings
+        for key in ("max_new_tokens", "max_length"):
+            if settings[key] is not None:
+                limit = min(limit, int(settings[key]))
+        return limit
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        rescorer: PreTrainedModel | None = None,
+        return_dict_in_generate: bool = False,
+        **kwargs,
+    ):
+        """Parallel decoding: predict the length, fill every position in one decoder pass.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, src_len)`): source ids.
+            attention_mask (`torch.Tensor` of shape `(batch, src_len)`, *optional*).
+            generation_config (`GenerationConfig`, *optional*): defaults to the one saved with the model. NAT knobs:
+                `length_beam` (m lengths around the prediction), `odd` (de-duplicated Viterbi over the top
+                `odd_top_k` tokens), `rescore_alpha` (GNMT length penalty of AR rescoring).
+            rescorer (`PreTrainedModel`, *optional*): an `AutoModelForSeq2SeqLM` sharing the tokenizer; with
+                `length_beam > 1` it scores every candidate in one teacher-forced pass and the best is kept.
+                Without it, candidates are ranked by the NAT's own log-probability.
+            kwargs: any of the knobs above, `max_length` / `max_new_tokens` (cap on the output length, EOS
+                included), `min_length`; generic knobs with no NAT meaning (num_beams, do_sample...) are
+                accepted with a warning.
+        Returns:
+            `torch.LongTensor` of shape `(batch, max_len)`: EOS-terminated, PAD-padded ids (no start token), or a
+            [`NATGenerateOutput`] with `return_dict_in_generate=True`.
+        """
+        if input_ids is None:
+            input_ids = kwargs.pop("inputs", None)
+        if input_ids is None:
+            raise ValueError("NAT generate() needs input_ids (batch, src_len).")
+        kwargs.pop("inputs", None)
+        settings = self._resolve_generation_settings(generation_config, kwargs)
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id).long()
+        encoder_states, memory_mask = self.model.encode(input_ids, attention_mask)
+        length_log_probs = self._length_log_probs(encoder_states, settings)  # (batch, classes)
+        beam = int(settings["length_beam"])
+        min_len = max(1, int(settings["min_length"]))
+        lengths = length_candidates(length_log_probs.argmax(-1), beam, min_len, self._length_limit(settings))
+        lengths = lengths.flatten()  # (batch * beam,)
+        if beam > 1:
+            encoder_states = encoder_states.repeat_interleave(beam, dim=0)
+            memory_mask = memory_mask.repeat_interleave(beam, dim=0) if memory_mask is not None else None
+            input_ids_rep = input_ids.repeat_interleave(beam, dim=0)
+            attention_mask_rep = attention_mask.repeat_interleave(beam, dim=0)
+        else:
+            input_ids_rep, attention_mask_rep = input_ids, attention_mask
+        max_len = int(lengths.max())
+        embeds = self.model.decoder_inputs(lengths, max_len, input_ids_rep, attention_mask_rep)
+        target_mask = _padding_mask(lengths, max_len)
+        states = self.model.decode(
+            embeds, None if beam == 1 and input_ids.shape[0] == 1 else target_mask, encoder_states, memory_mask
+        )
+        tokens, token_scores = self._fill_positions(self.lm_head(states), lengths, settings)
+        sequences = self._finish(tokens, lengths, target_mask)  # (batch * beam, max_len)
+        scores = token_scores + length_log_probs.repeat_interleave(beam, dim=0).gather(-1, lengths[:, None])[:, 0]
+        if beam > 1:
+            sequences, scores, lengths = self._pick_candidates(
+                input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, settings
+            )
+        if return_dict_in_generate:
+            return NATGenerateOutput(sequences=sequences, sequences_scores=scores, lengths=lengths)
+        return sequences
+
+    def _length_log_probs(self, encoder_states, settings):
+        """Length log-probabilities with impossible lengths (0, below min_length, beyond the cap) masked out."""
+        logits = self.model.predict_length_logits(encoder_states).float()
+        allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        allowed[max(1, int(settings["min_length"])) : self._length_limit(settings) + 1] = True
+        return logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
+
+    def _fill_positions(self, logits, lengths, settings):
+        """Choose the tokens of positions 0..L-2 (position L-1 is EOS) by argmax or ODD.
+
+        Args:
+            logits: (batch, max_len, vocab); lengths: (batch,).
+        Returns:
+            tokens (batch, max_len) and their summed log-probabilities (batch,) over positions 0..L-2.
+        """
+        content = logits[:, :-1].float() if logits.shape[1] > 1 else logits[:, :0].float()  # (batch, max_len-1, V)
+        special = [self.config.pad_token_id, self.config.eos_token_id]
+        if self.config.bos_token_id is not None:
+            special.append(self.config.bos_token_id)
+        content[..., special] = float("-inf")  # content positions never hold PAD/EOS/BOS
+        log_probs = content.log_softmax(-1)
+        content_lengths = lengths - 1
+        if settings["odd"] and log_probs.shape[1] > 0:
+            top_values, top_ids = top_k_per_position(log_probs, int(settings["odd_top_k"]))
+            chosen, scores = odd_decode(top_values, top_ids, content_lengths)
+        else:
+            values, chosen = log_probs.max(-1)  # (batch, max_len-1)
+            scores = (values * _padding_mask(content_lengths, values.shape[1])).sum(-1)
+        tokens = torch.cat([chosen, chosen.new_zeros(chosen.shape[0], 1)], dim=1)  # room for the final EOS
+        return tokens, scores
+
+    def _finish(self, tokens, lengths, target_mask):
+        """Put EOS at position L-1 and PAD after it."""
+        tokens = tokens.masked_fill(~target_mask, self.config.pad_token_id)
+        return tokens.scatter(1, (lengths - 1)[:, None], self.config.eos_token_id)
+
+    def _pick_candidates(self, input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, settings):
+        """Keep one of the `beam` length candidates per source: AR rescoring when a rescorer is given, else NAT."""
+        batch = input_ids.shape[0]
+        candidates = sequences.view(batch, beam, -1)  # (batch, beam, max_len)
+        cand_lengths = lengths.view(batch, beam)
+        if rescorer is not None:
+            _, scores = ar_rescore(
+                rescorer,
+                input_ids,
+                attention_mask,
+                candidates,
+                pad_token_id=self.config.pad_token_id,
+                eos_token_id=self.config.eos_token_id,
+                decoder_start_token_id=_decoder_start(rescorer),
+                alpha=float(settings["rescore_alpha"]),
+            )
+            best = scores.argmax(-1)
+        else:
+            scores = scores.view(batch, beam)
+            best = select_best(scores)
+        rows = torch.arange(batch, device=best.device)
+        chosen = candidates[rows, best]
+        chosen_lengths = cand_lengths[rows, best]
+        chosen = chosen[:, : int(chosen_lengths.max())]
+        return chosen, scores[rows, best], chosen_lengths
+
+
+def _decoder_start(model) -> int:
+    """The decoder start token of a stock seq2seq model (Marian: PAD, BART: EOS, T5: PAD)."""
+    start = getattr(model.config, "decoder_start_token_id", None)
+    if start is None and getattr(model, "generation_config", None) is not None:
+        start = model.generation_config.decoder_start_token_id
+    if start is None:
+        raise ValueError(f"{type(model).__name__} has no decoder_start_token_id; set it on its config to rescore.")
+    return int(start)
+
+
+__all__ = ["NATForConditionalGeneration", "NATModel", "NATPreTrainedModel", "NATOutput", "NATGenerateOutput"]

@@ -1,0 +1,92 @@
+"""`pipeline("translation")` for the NAT and for stock seq2seq models.
+
+transformers 5 removed the translation task; em_nat registers this class under it on import (see
+`em_nat.pipelines`), and a saved NAT folder carries this file and names it in `config.json` (`custom_pipelines`) so
+that `pipeline("translation", model=folder, trust_remote_code=True)` works where em_nat is not installed.
+
+This file imports only transformers: it is copied next to the weights.
+"""
+
+import warnings
+
+from transformers import Pipeline
+
+
+def check_tokenizer_compatible(tokenizer, config) -> None:
+    """Raise a clear error when a tokenizer cannot feed a model: ids beyond the vocabulary or other special ids.
+
+    Args:
+        tokenizer: a `PreTrainedTokenizerBase`.
+        config: the model's config (`vocab_size`, `pad_token_id`, `eos_token_id`).
+    """
+    problems = []
+    vocab_size = getattr(config, "vocab_size", None)
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        problems.append(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}")
+    for name in ("pad_token_id", "eos_token_id"):
+        model_id, tokenizer_id = getattr(config, name, None), getattr(tokenizer, name, None)
+        if model_id is not None and tokenizer_id is not None and model_id != tokenizer_id:
+            problems.append(f"{name} is {tokenizer_id} in the tokenizer but {model_id} in the model")
+    if problems:
+        raise ValueError(
+            "Tokenizer and model do not match: " + "; ".join(problems) + ". Use the tokenizer the model was trained "
+            "with (saved next to it), or build the model from this tokenizer (vocab_size=len(tokenizer) and its "
+            "special token ids)."
+        )
+
+
+class TranslationPipeline(Pipeline):
+    """Translate text with any model whose `generate()` returns token ids (NAT or `AutoModelForSeq2SeqLM`).
+
+    Call with one string or a list; returns `[{"translation_text": ...}]` per input (a list of those for a list).
+    Blank inputs (empty or whitespace-only) translate to `""` without running the model, with a warning.
+    Keyword arguments go to `generate()` (e.g. `length_beam`, `odd`, `rescorer`, `num_beams`, `max_new_tokens`),
+    except `truncation` (default True: inputs longer than the model's positions are cut to fit) and
+    `clean_up_tokenization_spaces`.
+    """
+
+    _load_tokenizer = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _pipeline_calls_generate = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        check_tokenizer_compatible(self.tokenizer, self.model.config)
+
+    def __call__(self, inputs, **kwargs):
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        blank = [not isinstance(text, str) or not text.strip() for text in texts]
+        if any(not isinstance(text, str) for text in texts):
+            raise TypeError("TranslationPipeline takes a string or a list of strings.")
+        if any(blank):
+            warnings.warn("Blank inputs (empty or whitespace-only) are translated to ''.", stacklevel=2)
+        todo = [text for text, is_blank in zip(texts, blank) if not is_blank]
+        done = iter(super().__call__(todo, **kwargs) if todo else [])
+        results = [[{"translation_text": ""}] if is_blank else next(done) for is_blank in blank]
+        return results[0] if single else results
+
+    def _sanitize_parameters(self, truncation=None, clean_up_tokenization_spaces=None, **generate_kwargs):
+        preprocess = {} if truncation is None else {"truncation": truncation}
+        postprocess = {}
+        if clean_up_tokenization_spaces is not None:
+            postprocess["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        return preprocess, generate_kwargs, postprocess
+
+    def preprocess(self, text, truncation=True):
+        max_length = getattr(self.model.config, "max_position_embeddings", None)
+        return self.tokenizer(text, return_tensors="pt", truncation=truncation, max_length=max_length)
+
+    def _forward(self, model_inputs, **generate_kwargs):
+        model_inputs.pop("token_type_ids", None)
+        return {"output_ids": self.model.generate(**model_inputs, **generate_kwargs)}
+
+    def postprocess(self, model_outputs, clean_up_tokenization_spaces=False):
+        texts = self.tokenizer.batch_decode(
+            model_outputs["output_ids"],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+        )
+        return [{"translation_text": text.strip()} for text in texts]

@@ -1,0 +1,70 @@
+"""pipeline("translation") for the NAT and a stock Marian, from objects and from a saved folder."""
+
+import pytest
+from transformers import pipeline
+
+import em_nat
+
+
+def _check(translator, tokenizer):
+    single = translator("the cat sees the house .")
+    assert isinstance(single, list) and set(single[0]) == {"translation_text"}
+    assert isinstance(single[0]["translation_text"], str)
+    batch = translator(["a dog likes the garden .", "my friend paints a red ball .", "the cat sees the house ."])
+    assert len(batch) == 3 and all(set(item[0]) == {"translation_text"} for item in batch)
+    assert batch[2] == single
+    return batch
+
+
+@pytest.mark.parametrize("which", ["nat", "marian"])
+def test_translation_pipeline_with_model_objects(which, nat, marian, tokenizer):
+    model = {"nat": nat, "marian": marian}[which]
+    translator = pipeline("translation", model=model, tokenizer=tokenizer)
+    assert isinstance(translator, em_nat.TranslationPipeline)
+    _check(translator, tokenizer)
+
+
+def test_pipeline_text_equals_generate_then_decode(nat, tokenizer):
+    translator = pipeline("translation", model=nat, tokenizer=tokenizer)
+    enc = tokenizer(["a dog likes the garden ."], return_tensors="pt")
+    expected = tokenizer.batch_decode(nat.generate(**enc), skip_special_tokens=True)[0].strip()
+    assert translator("a dog likes the garden .")[0]["translation_text"] == expected
+
+
+def test_pipeline_passes_decoding_kwargs(nat, tokenizer):
+    translator = pipeline("translation", model=nat, tokenizer=tokenizer)
+    capped = translator("a dog likes the garden .", max_new_tokens=2)[0]["translation_text"]
+    assert len(tokenizer(capped)["input_ids"]) <= 3
+
+
+def test_pipeline_from_saved_folder_with_em_nat_imported(nat, tokenizer, tmp_path):
+    nat.save_pretrained(tmp_path / "nat")
+    tokenizer.save_pretrained(tmp_path / "nat")
+    translator = pipeline("translation", model=str(tmp_path / "nat"))
+    assert isinstance(translator.model, em_nat.NATForConditionalGeneration)
+    reference = pipeline("translation", model=nat, tokenizer=tokenizer)
+    assert translator("the cat sees the house .") == reference("the cat sees the house .")
+
+
+def test_blank_inputs_become_empty_translations_with_a_warning(nat, tokenizer):
+    translator = pipeline("translation", model=nat, tokenizer=tokenizer)
+    with pytest.warns(UserWarning, match="Blank inputs"):
+        out = translator(["", "the cat sees the house .", "   "])
+    assert out[0] == [{"translation_text": ""}] and out[2] == [{"translation_text": ""}]
+    assert out[1] == translator("the cat sees the house .")
+
+
+def test_long_inputs_are_truncated_to_the_model_positions(nat, tokenizer):
+    translator = pipeline("translation", model=nat, tokenizer=tokenizer)
+    long_text = " ".join(["the cat sees the house ."] * 40)
+    assert len(tokenizer(long_text)["input_ids"]) > nat.config.max_position_embeddings
+    assert isinstance(translator(long_text)[0]["translation_text"], str)
+
+
+def test_mismatched_tokenizer_is_a_clear_error(nat, pairs):
+    other = em_nat.train_tokenizer(
+        [text for pair in pairs for text in pair] + ["zebra xylophone quartz"] * 3, vocab_size=200, min_frequency=1
+    )
+    assert len(other) > nat.config.vocab_size
+    with pytest.raises(ValueError, match="Tokenizer and model do not match"):
+        pipeline("translation", model=nat, tokenizer=other)

@@ -19,6 +19,7 @@ from .modeling import (
 from .models import build_ar_model, build_nat_model
 from .pipelines import register_translation_pipeline
 from .tokenization import train_tokenizer
+from .trainers import EMTrainer, EMTrainingArguments
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,8 @@ _register_auto_classes()
 register_translation_pipeline()
 
 __all__ = [
+    "EMTrainer",
+    "EMTrainingArguments",
     "NATConfig",
     "NATForConditionalGeneration",
     "NATGenerateOutput",

@@ -5,6 +5,8 @@ can be sized alike. Decoding knobs (length beam, ODD, AR rescoring) are *not* he
 config saved with the model.
 """
 
+import copy
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -90,11 +92,11 @@ class NATConfig(PreTrainedConfig):
         self.check_sizes()  # a plain ValueError here, before the strict validators wrap errors in their own type
         super().__post_init__(**kwargs)
         if LOADED_AS_REMOTE_CODE:  # installed em_nat serves the task natively, with no trust_remote_code needed
-            self.custom_pipelines = TRANSLATION_PIPELINE
+            self.custom_pipelines = copy.deepcopy(TRANSLATION_PIPELINE)  # pipeline() rewrites it in place
 
     def to_dict(self):
         output = super().to_dict()
-        output["custom_pipelines"] = TRANSLATION_PIPELINE
+        output["custom_pipelines"] = copy.deepcopy(TRANSLATION_PIPELINE)
         return output
 
     def check_sizes(self):

@@ -323,9 +323,14 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         self.model = NATModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
+        special = {config.pad_token_id, config.eos_token_id, config.bos_token_id} - {None}
+        self._special_ids = sorted(special)
         for key, value in NAT_GENERATION_DEFAULTS.items():
             if getattr(self.generation_config, key, None) is None:
                 setattr(self.generation_config, key, value)
+        # the NAT knobs make this a real generation config, not one derived from the model config (which
+        # from_pretrained would rebuild from config.json, dropping them)
+        self.generation_config._from_model_config = False
 
     def get_input_embeddings(self):
         return self.model.shared
@@ -551,9 +556,11 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         states = self.model.decode(
             embeds, None if beam == 1 and input_ids.shape[0] == 1 else target_mask, encoder_states, memory_mask
         )
-        tokens, token_scores = self._fill_positions(self.lm_head(states), lengths, settings)
+        need_scores = return_dict_in_generate or (beam > 1 and rescorer is None)
+        tokens, scores = self._fill_positions(self.lm_head(states), lengths, settings, need_scores)
         sequences = self._finish(tokens, lengths, target_mask)  # (batch * beam, max_len)
-        scores = token_scores + length_log_probs.repeat_interleave(beam, dim=0).gather(-1, lengths[:, None])[:, 0]
+        if need_scores:
+            scores = scores + length_log_probs.repeat_interleave(beam, dim=0).gather(-1, lengths[:, None])[:, 0]
         if beam > 1:
             sequences, scores, lengths = self._pick_candidates(
                 input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, settings
@@ -569,27 +576,29 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         allowed[max(1, int(settings["min_length"])) : self._length_limit(settings) + 1] = True
         return logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
 
-    def _fill_positions(self, logits, lengths, settings):
+    def _fill_positions(self, logits, lengths, settings, need_scores):
         """Choose the tokens of positions 0..L-2 (position L-1 is EOS) by argmax or ODD.
+
+        Works on raw logits: a per-position constant (the log-softmax normaliser) changes neither the argmax nor
+        the ODD path, so the normaliser is computed only when scores are needed.
 
         Args:
             logits: (batch, max_len, vocab); lengths: (batch,).
         Returns:
-            tokens (batch, max_len) and their summed log-probabilities (batch,) over positions 0..L-2.
+            tokens (batch, max_len) and, if `need_scores`, their summed log-probabilities (batch,) else None.
         """
-        content = logits[:, :-1].float() if logits.shape[1] > 1 else logits[:, :0].float()  # (batch, max_len-1, V)
-        special = [self.config.pad_token_id, self.config.eos_token_id]
-        if self.config.bos_token_id is not None:
-            special.append(self.config.bos_token_id)
-        content[..., special] = float("-inf")  # content positions never hold PAD/EOS/BOS
-        log_probs = content.log_softmax(-1)
+        content = logits[:, :-1]  # (batch, max_len - 1, vocab): position L-1 is EOS
+        content[..., self._special_ids] = float("-inf")  # content positions never hold PAD/EOS/BOS
         content_lengths = lengths - 1
-        if settings["odd"] and log_probs.shape[1] > 0:
-            top_values, top_ids = top_k_per_position(log_probs, int(settings["odd_top_k"]))
-            chosen, scores = odd_decode(top_values, top_ids, content_lengths)
+        if settings["odd"] and content.shape[1] > 0:
+            top_values, top_ids = top_k_per_position(content, int(settings["odd_top_k"]))
+            chosen, _ = odd_decode(top_values, top_ids, content_lengths)
         else:
-            values, chosen = log_probs.max(-1)  # (batch, max_len-1)
-            scores = (values * _padding_mask(content_lengths, values.shape[1])).sum(-1)
+            chosen = content.argmax(-1)  # (batch, max_len - 1)
+        scores = None
+        if need_scores:
+            picked = content.gather(-1, chosen[..., None])[..., 0].float() - content.float().logsumexp(-1)
+            scores = (picked * _padding_mask(content_lengths, picked.shape[1])).sum(-1)
         tokens = torch.cat([chosen, chosen.new_zeros(chosen.shape[0], 1)], dim=1)  # room for the final EOS
         return tokens, scores
 

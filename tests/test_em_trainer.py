@@ -1,0 +1,137 @@
+"""EMTrainer: two EM rounds of tiny models in-process, round folders, resume, bad input."""
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_SIZES
+from datasets import Dataset, load_from_disk
+
+import em_nat
+from em_nat import EMTrainer, EMTrainingArguments
+
+
+def _dataset(pairs):
+    return Dataset.from_dict({"translation": [{"src": s, "tgt": t} for s, t in pairs]})
+
+
+def _args(tmp_path, **overrides):
+    settings = dict(
+        output_dir=str(tmp_path / "run"),
+        num_rounds=2,
+        num_candidates=3,
+        candidate_beam_size=4,
+        ar_max_steps=30,
+        nar_max_steps=30,
+        warmup_steps=5,
+        max_tokens=256,
+        eval_steps=15,
+        save_steps=10,
+        ar_learning_rate=3e-3,
+        nar_learning_rate=3e-3,
+        max_target_length=24,
+        eval_num_beams=2,
+    )
+    return EMTrainingArguments(**{**settings, **overrides})
+
+
+def _models(tokenizer):
+    torch.manual_seed(0)
+    nat = em_nat.build_nat_model(tokenizer, **TINY_SIZES)
+    ar = em_nat.build_ar_model(tokenizer, nat.config)
+    return ar, nat
+
+
+def test_two_em_rounds_write_every_round(tokenizer, pairs, tmp_path):
+    ar, nat = _models(tokenizer)
+    args = _args(tmp_path)
+    trainer = EMTrainer(ar, nat, tokenizer, _dataset(pairs), _dataset(pairs[:12]), args=args)
+    metrics = trainer.train()
+    assert set(metrics) == {"round-0", "round-1", "round-2"}
+    for t in range(3):
+        folder = tmp_path / "run" / f"round-{t}"
+        assert (folder / "ar" / "model.safetensors").is_file() and (folder / "nar" / "model.safetensors").is_file()
+        assert (folder / "nar" / "tokenizer.json").is_file()
+        saved = json.loads((folder / "metrics.json").read_text())
+        assert saved["em/round"] == t
+        assert "signature" in saved["eval/bleu_nar_odd"] and "nrefs:1" in saved["eval/bleu_ar_beam"]["signature"]
+        assert saved["em/cm"] > 0 and saved["eval/cm_valid"] > 0
+        assert saved["em/settings"]["num_candidates"] == 3
+    data = load_from_disk(str(tmp_path / "run" / "round-1" / "data"))
+    assert len(data) == len(pairs)
+    assert all(len(c) == 3 for c in data["candidates"])
+    for row in data.select(range(5)):
+        assert row["selected"] == row["candidates"][row["selection"]]
+        assert row["one_best"] == row["candidates"][0]
+        best = max(range(3), key=lambda k: (row["nar_scores"][k], -k))
+        assert row["selection"] == best
+    assert 0.0 <= metrics["round-1"]["em/selection_differs_from_1best"] <= 1.0
+    reloaded = em_nat.NATForConditionalGeneration.from_pretrained(tmp_path / "run" / "round-2" / "nar")
+    assert reloaded.config.vocab_size == len(tokenizer)
+
+
+def test_rerun_of_a_finished_run_trains_nothing(tokenizer, pairs, tmp_path, monkeypatch):
+    ar, nat = _models(tokenizer)
+    args = _args(tmp_path, num_rounds=1)
+    EMTrainer(ar, nat, tokenizer, _dataset(pairs), _dataset(pairs[:6]), args=args).train()
+    from em_nat.trainers import training
+
+    def forbidden(*a, **k):
+        raise AssertionError("a completed phase was trained again")
+
+    monkeypatch.setattr(training.PhaseTrainer, "train", forbidden)
+    ar, nat = _models(tokenizer)
+    metrics = EMTrainer(ar, nat, tokenizer, _dataset(pairs), _dataset(pairs[:6]), args=args).train()
+    assert set(metrics) == {"round-0", "round-1"}
+
+
+def test_output_dir_of_a_different_run_is_refused(tokenizer, pairs, tmp_path):
+    ar, nat = _models(tokenizer)
+    EMTrainer(
+        ar, nat, tokenizer, _dataset(pairs), None, args=_args(tmp_path, num_rounds=1, train_raw_nat=False)
+    ).train()
+    ar, nat = _models(tokenizer)
+    with pytest.raises(ValueError, match="different EM run.*num_candidates"):
+        EMTrainer(
+            ar, nat, tokenizer, _dataset(pairs), None, args=_args(tmp_path, num_candidates=2, train_raw_nat=False)
+        )
+
+
+def test_mismatched_ar_tokenizer_is_refused(tokenizer, pairs, tmp_path):
+    _, nat = _models(tokenizer)
+    other = em_nat.train_tokenizer(
+        [t for p in pairs for t in p] + ["zebra quartz"] * 5, vocab_size=150, min_frequency=1
+    )
+    ar = em_nat.build_ar_model(other, nat.config)
+    with pytest.raises(ValueError, match="must share one tokenizer"):
+        EMTrainer(ar, nat, tokenizer, _dataset(pairs), None, args=_args(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"en": "a", "de": "b"}], "languages"),
+        ([{"src": "a b", "tgt": ""}], "empty side"),
+    ],
+)
+def test_bad_datasets_are_refused_before_training(tokenizer, tmp_path, rows, message):
+    ar, nat = _models(tokenizer)
+    with pytest.raises(ValueError, match=message):
+        EMTrainer(ar, nat, tokenizer, Dataset.from_dict({"translation": rows}), None, args=_args(tmp_path))
+
+
+def test_missing_translation_column_is_refused(tokenizer, tmp_path):
+    ar, nat = _models(tokenizer)
+    with pytest.raises(ValueError, match="'translation' column"):
+        EMTrainer(ar, nat, tokenizer, Dataset.from_dict({"text": ["a"]}), None, args=_args(tmp_path))
+
+
+def test_arguments_work_with_hf_argument_parser():
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(EMTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", "x", "--num_candidates", "5", "--candidate_beam_size", "6", "--restart", "false"]
+    )
+    assert args.num_candidates == 5 and args.restart is False
+    with pytest.raises(ValueError, match="candidate_beam_size"):
+        EMTrainingArguments(output_dir="x", num_candidates=5, candidate_beam_size=4)

@@ -1,0 +1,138 @@
+"""`EMTrainingArguments`: every setting of an EM run, a dataclass usable with `HfArgumentParser`."""
+
+from dataclasses import asdict, dataclass, field
+
+from .training import PhaseConfig
+
+NAR_TARGETS = ("one_best", "previous_selection")
+
+
+@dataclass
+class EMTrainingArguments:
+    """Settings of [`EMTrainer`]. Fields prefixed `ar_` / `nar_` apply to one phase; the rest to both."""
+
+    output_dir: str = field(metadata={"help": "Where each round's models, data and metrics are written."})
+    num_rounds: int = field(default=2, metadata={"help": "EM rounds T after AR_0 (round 1 is sequence-level KD)."})
+    num_candidates: int = field(default=20, metadata={"help": "N: AR beam hypotheses kept per source (paper: 20)."})
+    candidate_beam_size: int = field(default=20, metadata={"help": "Beam width for the candidates; must be >= N."})
+    nar_targets: str = field(
+        default="one_best",
+        metadata={
+            "help": "Routing: round t's NAR trains on the AR 1-best Y_t ('one_best', paper) or on the previous "
+            "round's selection S_{t-1} ('previous_selection'; round 1 always uses Y_1)."
+        },
+    )
+    restart: bool = field(
+        default=True,
+        metadata={
+            "help": "Restart each round's models from their initial weights (official scripts) instead of "
+            "continuing from the previous round."
+        },
+    )
+    train_initial_ar: bool = field(
+        default=True, metadata={"help": "Train AR_0 on the real pairs; turn off when passing an already trained AR."}
+    )
+    train_raw_nat: bool = field(
+        default=True, metadata={"help": "Also train a NAT on the raw pairs (round 0), the baseline EM must beat."}
+    )
+    source_lang: str = field(default="src", metadata={"help": "Source key in the 'translation' column."})
+    target_lang: str = field(default="tgt", metadata={"help": "Target key in the 'translation' column."})
+    max_source_length: int = field(default=128, metadata={"help": "Sources are truncated to this many tokens."})
+    max_target_length: int = field(default=128, metadata={"help": "Targets and generations are capped here."})
+
+    ar_learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate of the AR phase."})
+    nar_learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate of the NAR phase."})
+    ar_max_steps: int = field(default=-1, metadata={"help": "AR updates per phase; -1 uses ar_num_epochs."})
+    nar_max_steps: int = field(default=-1, metadata={"help": "NAR updates per phase; -1 uses nar_num_epochs."})
+    ar_num_epochs: float = field(default=10.0, metadata={"help": "AR epochs per phase when ar_max_steps is -1."})
+    nar_num_epochs: float = field(default=10.0, metadata={"help": "NAR epochs per phase when nar_max_steps is -1."})
+    warmup_steps: int = field(default=4000, metadata={"help": "Inverse-sqrt warm-up updates (paper: 4000)."})
+    max_tokens: int = field(default=4096, metadata={"help": "Token budget of a training batch (padded tokens)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer update."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (paper: 1.0); 0 = off."})
+    label_smoothing: float = field(default=0.1, metadata={"help": "AR label smoothing (the NAT's is in its config)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    eval_steps: int = field(default=500, metadata={"help": "Validation loss every this many updates."})
+    save_steps: int = field(default=500, metadata={"help": "Resume checkpoint every this many updates."})
+    keep_checkpoint: str = field(
+        default="best", metadata={"help": "'best' (lowest validation loss) or 'last' model of each phase."}
+    )
+    mixed_precision: str = field(
+        default="no", metadata={"help": "'no', 'bf16' or 'fp16' (fp16 needs a GPU; on CPU use bf16 or no)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, batching and dropout."})
+
+    generation_max_sentences: int = field(default=64, metadata={"help": "Sources per candidate/eval batch."})
+    eval_num_beams: int = field(default=5, metadata={"help": "AR beam width when scoring BLEU on valid."})
+    eval_max_samples: int = field(default=-1, metadata={"help": "Valid pairs used for BLEU and CM; -1 = all."})
+
+    push_to_hub: bool = field(default=False, metadata={"help": "Push each round's NAT (and AR) to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo of the NAT, e.g. user/em-nat-en-de."})
+    hub_ar_model_id: str | None = field(default=None, metadata={"help": "Hub repo of the AR; pushed only when given."})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token (defaults to the logged-in one)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repos private."})
+    hub_license: str = field(default="apache-2.0", metadata={"help": "License written in the model card."})
+    hub_dataset_name: str | None = field(default=None, metadata={"help": "Dataset named in the model card."})
+    report_to: str = field(default="none", metadata={"help": "'none' or 'tensorboard' (accelerate tracker)."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over even if output_dir holds a run with other settings."}
+    )
+
+    def __post_init__(self):
+        if self.candidate_beam_size < self.num_candidates:
+            raise ValueError(
+                f"candidate_beam_size ({self.candidate_beam_size}) must be >= num_candidates "
+                f"({self.num_candidates}): beam search returns at most beam-size hypotheses."
+            )
+        if self.nar_targets not in NAR_TARGETS:
+            raise ValueError(f"nar_targets must be one of {NAR_TARGETS}, got {self.nar_targets!r}.")
+        if self.keep_checkpoint not in ("best", "last"):
+            raise ValueError(f"keep_checkpoint must be 'best' or 'last', got {self.keep_checkpoint!r}.")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}.")
+        if self.report_to not in ("none", "tensorboard"):
+            raise ValueError(f"report_to must be 'none' or 'tensorboard', got {self.report_to!r}.")
+        if self.num_rounds < 1 or self.num_candidates < 1:
+            raise ValueError("num_rounds and num_candidates must be >= 1.")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id (e.g. 'your-name/em-nat-en-de').")
+
+    def phase_config(self, name: str) -> PhaseConfig:
+        """The [`PhaseConfig`] of the "ar" or "nar" phase."""
+        return PhaseConfig(
+            learning_rate=getattr(self, f"{name}_learning_rate"),
+            warmup_steps=self.warmup_steps,
+            max_steps=getattr(self, f"{name}_max_steps"),
+            num_epochs=getattr(self, f"{name}_num_epochs"),
+            max_tokens=self.max_tokens,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            max_grad_norm=self.max_grad_norm,
+            label_smoothing=self.label_smoothing,
+            weight_decay=self.weight_decay,
+            eval_steps=self.eval_steps,
+            save_steps=self.save_steps,
+            keep=self.keep_checkpoint,
+            seed=self.seed,
+        )
+
+    def run_fingerprint(self) -> dict:
+        """The settings that decide a run's results: a resumed run must match them."""
+        ignored = {
+            "output_dir",
+            "overwrite_output_dir",
+            "push_to_hub",
+            "hub_model_id",
+            "hub_ar_model_id",
+            "hub_token",
+            "hub_private_repo",
+            "hub_license",
+            "hub_dataset_name",
+            "report_to",
+            "num_rounds",
+            "eval_max_samples",
+            "generation_max_sentences",
+        }
+        return {k: v for k, v in asdict(self).items() if k not in ignored}
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "hub_token"}

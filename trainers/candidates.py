@@ -1,0 +1,188 @@
+"""The E-step side of EM (PAPER.md, "The EM loop"): AR beam candidates and the NAR's selection among them.
+
+Candidates are generated in length-sorted batches sharded over processes and gathered, so every source is covered
+exactly once whatever the number of processes. Selection keeps, for each source, the candidate with the highest
+NAR total log-likelihood (length term included, not length-normalised); ties go to the better beam rank.
+"""
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+
+def length_sorted_batches(lengths: list[int], max_tokens: int, max_sentences: int) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most `max_sentences` and about `max_tokens` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, batch = [], []
+    for index in order:
+        if batch and (len(batch) >= max_sentences or lengths[index] * (len(batch) + 1) > max_tokens):
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def pad_sources(sources: list[list[int]], indices: list[int], pad_token_id: int, device):
+    """(batch, src_len) input_ids and attention_mask for `indices`."""
+    longest = max(len(sources[i]) for i in indices)
+    input_ids = torch.full((len(indices), longest), pad_token_id, dtype=torch.long)
+    for row, i in enumerate(indices):
+        input_ids[row, : len(sources[i])] = torch.tensor(sources[i])
+    return input_ids.to(device), input_ids.ne(pad_token_id).long().to(device)
+
+
+def map_sharded(fn, batches: list[list[int]], accelerator: Accelerator, desc: str) -> dict:
+    """Run `fn(indices) -> list[(index, result)]` on this process's share of `batches`; gather every process's
+    results into one `{index: result}` dict, checking that no index came back twice."""
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    results = []
+    for indices in tqdm(mine, desc=desc, disable=not accelerator.is_local_main_process):
+        results.extend(fn(indices))
+    gathered = gather_object(results) if accelerator.num_processes > 1 else results
+    by_index = dict(gathered)
+    if len(by_index) != len(gathered):
+        raise RuntimeError(f"{desc}: some sources were processed twice.")
+    return by_index
+
+
+def strip_generated(ids: torch.Tensor, pad_token_id: int, eos_token_id: int, start_token_id: int | None) -> list[int]:
+    """AR output row -> target ids: drop the decoder start token, cut after the first EOS, drop padding."""
+    tokens = ids.tolist()
+    if start_token_id is not None and tokens and tokens[0] == start_token_id:
+        tokens = tokens[1:]
+    if eos_token_id in tokens:
+        tokens = tokens[: tokens.index(eos_token_id) + 1]
+    else:
+        tokens = [t for t in tokens if t != pad_token_id] + [eos_token_id]
+    return tokens
+
+
+@torch.no_grad()
+def generate_candidates(
+    ar_model,
+    sources: list[list[int]],
+    num_candidates: int,
+    beam_size: int,
+    accelerator: Accelerator,
+    pad_token_id: int,
+    eos_token_id: int,
+    max_new_tokens: int,
+    max_sentences: int = 64,
+) -> tuple[list[list[list[int]]], list[list[float]]]:
+    """Top-`num_candidates` AR beam hypotheses for every source.
+
+    Args:
+        ar_model: an unwrapped `AutoModelForSeq2SeqLM`.
+        sources: tokenized sources (EOS-terminated id lists).
+        num_candidates: N hypotheses kept per source; `beam_size` must be >= N.
+    Returns:
+        `(candidates, scores)`: per source, N target id lists (EOS-terminated, best first) and their beam scores.
+    """
+    if beam_size < num_candidates:
+        raise ValueError(f"beam_size ({beam_size}) must be >= num_candidates ({num_candidates}).")
+    ar_model.eval()
+    start = getattr(ar_model.config, "decoder_start_token_id", None)
+
+    def run(indices):
+        input_ids, attention_mask = pad_sources(sources, indices, pad_token_id, accelerator.device)
+        out = ar_model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            num_beams=beam_size,
+            num_return_sequences=num_candidates,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        rows = out.sequences.view(len(indices), num_candidates, -1).cpu()  # (batch, N, out_len)
+        scores = out.sequences_scores.view(len(indices), num_candidates).float().cpu().tolist()
+        return [
+            (
+                i,
+                (
+                    [strip_generated(rows[r, k], pad_token_id, eos_token_id, start) for k in range(num_candidates)],
+                    scores[r],
+                ),
+            )
+            for r, i in enumerate(indices)
+        ]
+
+    batches = length_sorted_batches([len(s) for s in sources], 10**9, max_sentences)
+    by_index = map_sharded(run, batches, accelerator, "AR candidates")
+    if sorted(by_index) != list(range(len(sources))):
+        raise RuntimeError(f"Candidate generation covered {len(by_index)} of {len(sources)} sources.")
+    return [by_index[i][0] for i in range(len(sources))], [by_index[i][1] for i in range(len(sources))]
+
+
+@torch.no_grad()
+def translate(
+    model,
+    sources: list[list[int]],
+    accelerator: Accelerator,
+    pad_token_id: int,
+    eos_token_id: int,
+    max_sentences: int = 64,
+    **generate_kwargs,
+) -> list[list[int]]:
+    """Generate one output per source with `model.generate(**generate_kwargs)` (AR or NAT), sharded and gathered.
+
+    Returns:
+        per source, the output ids (EOS-terminated, no start token, no padding).
+    """
+    model.eval()
+    start = getattr(model.config, "decoder_start_token_id", None)
+
+    def run(indices):
+        input_ids, attention_mask = pad_sources(sources, indices, pad_token_id, accelerator.device)
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs).cpu()
+        return [(i, strip_generated(out[r], pad_token_id, eos_token_id, start)) for r, i in enumerate(indices)]
+
+    batches = length_sorted_batches([len(s) for s in sources], 10**9, max_sentences)
+    by_index = map_sharded(run, batches, accelerator, "translate")
+    return [by_index[i] for i in range(len(sources))]
+
+
+@torch.no_grad()
+def score_candidates(
+    nat_model,
+    sources: list[list[int]],
+    candidates: list[list[list[int]]],
+    accelerator: Accelerator,
+    pad_token_id: int,
+    max_sentences: int = 32,
+) -> list[list[float]]:
+    """NAR total log-likelihood of every candidate of every source, shape [num_sources][N].
+
+    Candidates longer than the NAT can decode score -inf (they can never be selected).
+    """
+    nat_model.eval()
+    limit = nat_model.config.max_position_embeddings
+
+    def run(indices):
+        input_ids, attention_mask = pad_sources(sources, indices, pad_token_id, accelerator.device)
+        n = max(len(candidates[i]) for i in indices)
+        longest = min(limit, max(len(c) for i in indices for c in candidates[i]))
+        labels = torch.full((len(indices), n, longest), pad_token_id, dtype=torch.long)
+        labels[:, :, 0] = nat_model.config.eos_token_id  # placeholder for missing or too long candidates
+        usable = torch.zeros(len(indices), n, dtype=torch.bool)
+        for row, i in enumerate(indices):
+            for k, cand in enumerate(candidates[i]):
+                if len(cand) <= limit:
+                    labels[row, k, : len(cand)] = torch.tensor(cand)
+                    usable[row, k] = True
+        scores = nat_model.score_targets(input_ids, attention_mask, labels.to(accelerator.device)).float().cpu()
+        scores = scores.masked_fill(~usable, float("-inf"))  # (batch, N)
+        return [(i, scores[row, : len(candidates[i])].tolist()) for row, i in enumerate(indices)]
+
+    batches = length_sorted_batches([len(s) for s in sources], 10**9, max_sentences)
+    by_index = map_sharded(run, batches, accelerator, "NAR scores")
+    return [by_index[i] for i in range(len(sources))]
+
+
+def select_targets(scores: list[list[float]]) -> list[int]:
+    """Per source, the index of the best-scoring candidate; ties go to the better (lower) beam rank."""
+    return [max(range(len(row)), key=lambda k: (row[k], -k)) for row in scores]

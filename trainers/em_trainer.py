@@ -1,0 +1,372 @@
+"""`EMTrainer`: the hard-EM loop of Sun & Yang (ICML 2020), PAPER.md "The EM loop", on accelerate.
+
+    AR_0 := AR trained on (X, Y)                   (or the trained AR passed in)
+    for t = 1..T:
+        C_t   := top-N AR_{t-1} beam hypotheses      generate_candidates
+        Y_t   := 1-best of C_t                       (t = 1: sequence-level KD)
+        NAR_t := NAR trained on (X, Y_t)             train_nar
+        S_t   := argmax_c log p_NAR_t(c | x)         select_targets
+        AR_t  := AR trained on (X, S_t)              train_ar
+        evaluate, save_round (and push)
+
+Each completed phase is recorded in `output_dir/em_state.json`; re-running the same command resumes after the
+last completed phase, and inside a phase from its last checkpoint.
+"""
+
+import copy
+import json
+import os
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from datasets import Dataset, load_from_disk
+
+from ..metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
+from ..modeling import check_tokenizer_compatible
+from .candidates import generate_candidates, score_candidates, select_targets, translate
+from .training import Example, PhaseTrainer
+
+logger = get_logger(__name__)
+
+STATE_FILE = "em_state.json"
+
+
+class EMTrainer:
+    """Alternate AR and NAR training over EM rounds.
+
+    Args:
+        ar_model: any `AutoModelForSeq2SeqLM` on `tokenizer` (randomly initialised, or trained with
+            `args.train_initial_ar=False`).
+        nar_model: a [`NATForConditionalGeneration`] on the same tokenizer.
+        tokenizer: the shared tokenizer.
+        train_dataset / eval_dataset: `datasets.Dataset` with a "translation" column holding
+            `args.source_lang` and `args.target_lang`; eval may carry a "references" column (multi-reference BLEU).
+        args: [`EMTrainingArguments`].
+        accelerator: an `Accelerator`; built from `args` when not given.
+    """
+
+    def __init__(self, ar_model, nar_model, tokenizer, train_dataset, eval_dataset=None, args=None, accelerator=None):
+        if args is None:
+            raise ValueError("EMTrainer needs args=EMTrainingArguments(output_dir=...).")
+        self.args = args
+        self.tokenizer = tokenizer
+        self.ar_model, self.nar_model = ar_model, nar_model
+        check_models_share_tokenizer(ar_model, nar_model, tokenizer)
+        self.train_sources, self.train_targets = self._tokenize(train_dataset, "train_dataset")
+        self.eval_sources, self.eval_targets, self.eval_references = [], [], []
+        if eval_dataset is not None:
+            self.eval_sources, self.eval_targets = self._tokenize(eval_dataset, "eval_dataset")
+            self.eval_references = _references(eval_dataset, args)
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=args.mixed_precision,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_dir=args.output_dir,
+        )
+        self._check_output_dir()
+        set_seed(args.seed)
+        self.initial_ar, self.initial_nar = copy.deepcopy(ar_model).cpu(), copy.deepcopy(nar_model).cpu()
+        self.state = self._load_state()
+
+    # ----- set-up checks ------------------------------------------------------------------------------------------
+
+    def _tokenize(self, dataset, name):
+        args = self.args
+        if "translation" not in dataset.column_names:
+            raise ValueError(f"{name} has columns {dataset.column_names}; a 'translation' column is needed.")
+        pairs = dataset["translation"]
+        if not pairs:
+            raise ValueError(f"{name} is empty.")
+        missing = {args.source_lang, args.target_lang} - set(pairs[0])
+        if missing:
+            raise ValueError(
+                f"{name}'s translations have languages {sorted(pairs[0])}, not {sorted(missing)}; set "
+                "source_lang/target_lang to match the data."
+            )
+        sources = [p[args.source_lang].strip() for p in pairs]
+        targets = [p[args.target_lang].strip() for p in pairs]
+        empty = [i for i, (s, t) in enumerate(zip(sources, targets)) if not s or not t]
+        if empty:
+            raise ValueError(f"{name} has {len(empty)} pairs with an empty side (rows {empty[:5]}...); drop them.")
+        enc = self.tokenizer(sources, truncation=True, max_length=args.max_source_length)["input_ids"]
+        dec = self.tokenizer(text_target=targets, truncation=True, max_length=args.max_target_length)["input_ids"]
+        return enc, dec
+
+    def _check_output_dir(self):
+        path = os.path.join(self.args.output_dir, STATE_FILE)
+        if not os.path.isfile(path) or self.args.overwrite_output_dir:
+            return
+        with open(path) as handle:
+            saved = json.load(handle)["fingerprint"]
+        current = json.loads(json.dumps(self._fingerprint()))
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise ValueError(
+                f"{self.args.output_dir} holds a different EM run (settings differ: {changed}). Use a new output_dir "
+                "to start another run, or --overwrite_output_dir to start this one over there."
+            )
+
+    def _fingerprint(self):
+        return {
+            **self.args.run_fingerprint(),
+            "num_train": len(self.train_sources),
+            "ar_model": type(self.ar_model).__name__,
+        }
+
+    def _load_state(self):
+        path = os.path.join(self.args.output_dir, STATE_FILE)
+        if os.path.isfile(path) and not self.args.overwrite_output_dir:
+            with open(path) as handle:
+                return json.load(handle)
+        return {"fingerprint": json.loads(json.dumps(self._fingerprint())), "completed": [], "metrics": {}}
+
+    def _done(self, phase: str) -> bool:
+        return phase in self.state["completed"]
+
+    def _complete(self, phase: str, metrics: dict | None = None):
+        self.state["completed"].append(phase)
+        if metrics:
+            self.state["metrics"].setdefault(phase.split("/")[0], {}).update(metrics)
+        if self.accelerator.is_main_process:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            tmp = os.path.join(self.args.output_dir, STATE_FILE + ".tmp")
+            with open(tmp, "w") as handle:
+                json.dump(self.state, handle, indent=1)
+            os.replace(tmp, os.path.join(self.args.output_dir, STATE_FILE))
+        self.accelerator.wait_for_everyone()
+
+    def _dir(self, round_index: int, *parts) -> str:
+        return os.path.join(self.args.output_dir, f"round-{round_index}", *parts)
+
+    # ----- the loop -----------------------------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        """Run round 0 (AR_0 and the raw-data NAT) and `num_rounds` EM rounds; returns the metrics of every round."""
+        args = self.args
+        if args.report_to != "none":
+            self.accelerator.init_trackers("em_nat", config=args.to_dict())
+        ar = self.train_ar(0, self.train_targets)
+        nat = self.train_nar(0, self.train_targets) if args.train_raw_nat else None
+        self.evaluate(0, ar, nat, self.train_targets)
+        self.save_round(0)
+        selection = None
+        for t in range(1, args.num_rounds + 1):
+            candidates = self.generate_candidates(t, ar)
+            one_best = [c[0] for c in candidates["candidate_ids"]]
+            nar_targets = one_best if (args.nar_targets == "one_best" or selection is None) else selection
+            nat = self.train_nar(t, nar_targets)
+            selection = self.select_targets(t, nat, candidates, nar_targets)
+            ar = self.train_ar(t, selection)
+            self.evaluate(t, ar, nat, nar_targets)
+            self.save_round(t)
+        if args.report_to != "none":
+            self.accelerator.end_training()
+        return self.state["metrics"]
+
+    def _phase_model(self, name, round_index):
+        """The model a phase starts from: initial weights (restart, or round 0) or the previous round's."""
+        initial = self.initial_ar if name == "ar" else self.initial_nar
+        previous = self._dir(round_index - 1, name)
+        if self.args.restart or round_index == 0 or not os.path.isdir(previous):
+            return copy.deepcopy(initial)
+        return type(initial).from_pretrained(previous)
+
+    def _train_phase(self, name, round_index, targets):
+        phase = f"round-{round_index}/{name}"
+        folder = self._dir(round_index, name)
+        model_class = type(self.initial_ar if name == "ar" else self.initial_nar)
+        if self._done(phase):
+            return model_class.from_pretrained(folder)
+        if name == "ar" and round_index == 0 and not self.args.train_initial_ar:
+            model, metrics = copy.deepcopy(self.initial_ar), {"ar/trained": False}
+        else:
+            trainer = PhaseTrainer(
+                self._phase_model(name, round_index),
+                [Example(s, t) for s, t in zip(self.train_sources, targets)],
+                [Example(s, t) for s, t in zip(self.eval_sources, self.eval_targets)],
+                self.args.phase_config(name),
+                self.accelerator,
+                self._dir(round_index, "work", name),
+                self.tokenizer.pad_token_id,
+                name,
+            )
+            model, metrics = trainer.train()
+        self._save_model(model, folder)
+        self._complete(phase, metrics)
+        return model
+
+    def train_ar(self, round_index: int, targets: list[list[int]]):
+        """AR phase: AR_0 on the real targets, AR_t on the NAR's selection S_t."""
+        return self._train_phase("ar", round_index, targets)
+
+    def train_nar(self, round_index: int, targets: list[list[int]]):
+        """NAR phase: on the raw targets (round 0), the AR 1-best Y_t, or the previous selection."""
+        return self._train_phase("nar", round_index, targets)
+
+    def _save_model(self, model, folder):
+        if self.accelerator.is_main_process:
+            model.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
+        self.accelerator.wait_for_everyone()
+
+    def generate_candidates(self, round_index: int, ar) -> dict:
+        """C_t: the AR's top-N beam hypotheses for every training source (saved as a `datasets` folder)."""
+        phase = f"round-{round_index}/candidates"
+        folder = self._dir(round_index, "candidates")
+        if not self._done(phase):
+            ids, scores = generate_candidates(
+                ar.to(self.accelerator.device),
+                self.train_sources,
+                self.args.num_candidates,
+                self.args.candidate_beam_size,
+                self.accelerator,
+                self.tokenizer.pad_token_id,
+                self.tokenizer.eos_token_id,
+                self.args.max_target_length,
+                self.args.generation_max_sentences,
+            )
+            if self.accelerator.is_main_process:
+                Dataset.from_dict({"candidate_ids": ids, "ar_scores": scores}).save_to_disk(folder)
+            self.accelerator.wait_for_everyone()
+            self._complete(phase)
+        return load_from_disk(folder).to_dict()
+
+    def select_targets(self, round_index: int, nat, candidates: dict, nar_targets) -> list[list[int]]:
+        """S_t: per source, the candidate with the highest NAR log-likelihood; saves the round's data."""
+        phase = f"round-{round_index}/selection"
+        folder = self._dir(round_index, "data")
+        if not self._done(phase):
+            ids = candidates["candidate_ids"]
+            scores = score_candidates(
+                nat.to(self.accelerator.device),
+                self.train_sources,
+                ids,
+                self.accelerator,
+                self.tokenizer.pad_token_id,
+                self.args.generation_max_sentences,
+            )
+            chosen = select_targets(scores)
+            decode = lambda rows: self.tokenizer.batch_decode(rows, skip_special_tokens=True)  # noqa: E731
+            table = {
+                "source": decode(self.train_sources),
+                "reference": decode(self.train_targets),
+                "candidates": [decode(c) for c in ids],
+                "candidate_ids": ids,
+                "ar_scores": candidates["ar_scores"],
+                "nar_scores": scores,
+                "one_best": decode([c[0] for c in ids]),
+                "nar_target": decode(nar_targets),
+                "selection": chosen,
+                "selected": decode([c[k] for c, k in zip(ids, chosen)]),
+                "selected_ids": [c[k] for c, k in zip(ids, chosen)],
+            }
+            if self.accelerator.is_main_process:
+                Dataset.from_dict(table).save_to_disk(folder)
+            self.accelerator.wait_for_everyone()
+            changed = sum(1 for k in chosen if k != 0) / len(chosen)
+            self._complete(phase, {"em/selection_differs_from_1best": changed})
+        return load_from_disk(folder)["selected_ids"]
+
+    # ----- evaluation and saving ----------------------------------------------------------------------------------
+
+    def evaluate(self, round_index: int, ar, nat, nat_train_targets) -> dict:
+        """BLEU (sacreBLEU, signature kept) of the AR (beam) and the NAT (argmax, ODD) on valid; CM of the NAT's
+        training targets and of the valid references; repeated-token rate of the NAT outputs."""
+        phase = f"round-{round_index}/eval"
+        if self._done(phase):
+            return self.state["metrics"][f"round-{round_index}"]
+        args, device = self.args, self.accelerator.device
+        metrics = {"em/round": round_index, "em/settings": args.run_fingerprint()}
+        sources, references = self._eval_slice()
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        decode = lambda rows: self.tokenizer.batch_decode(rows, skip_special_tokens=True)  # noqa: E731
+        if sources:
+            ar_out = translate(
+                ar.to(device),
+                sources,
+                self.accelerator,
+                pad,
+                eos,
+                args.generation_max_sentences,
+                num_beams=args.eval_num_beams,
+                max_new_tokens=args.max_target_length,
+            )
+            metrics["eval/bleu_ar_beam"] = corpus_bleu(decode(ar_out), references)
+        if nat is not None:
+            nat = nat.to(device)
+            train_scores = score_candidates(
+                nat,
+                self.train_sources,
+                [[t] for t in nat_train_targets],
+                self.accelerator,
+                pad,
+                args.generation_max_sentences,
+            )
+            metrics["em/cm"] = corpus_multimodality([row[0] for row in train_scores])
+            if sources:
+                for name, odd in (("argmax", False), ("odd", True)):
+                    out = translate(
+                        nat, sources, self.accelerator, pad, eos, args.generation_max_sentences, odd=odd, length_beam=1
+                    )
+                    metrics[f"eval/bleu_nar_{name}"] = corpus_bleu(decode(out), references)
+                    metrics[f"eval/repeat_rate_nar_{name}"] = repeated_token_rate(out)
+                valid_scores = score_candidates(
+                    nat,
+                    sources,
+                    [[t] for t in self._eval_slice_targets()],
+                    self.accelerator,
+                    pad,
+                    args.generation_max_sentences,
+                )
+                metrics["eval/cm_valid"] = corpus_multimodality([row[0] for row in valid_scores])
+        flat = {k: (v["score"] if isinstance(v, dict) and "score" in v else v) for k, v in metrics.items()}
+        self.accelerator.log({k: v for k, v in flat.items() if isinstance(v, (int, float))}, step=round_index)
+        self._complete(phase, metrics)
+        return self.state["metrics"][f"round-{round_index}"]
+
+    def _eval_slice(self):
+        limit = self.args.eval_max_samples
+        n = len(self.eval_sources) if limit < 0 else min(limit, len(self.eval_sources))
+        return self.eval_sources[:n], self.eval_references[:n]
+
+    def _eval_slice_targets(self):
+        return self.eval_targets[: len(self._eval_slice()[0])]
+
+    def save_round(self, round_index: int):
+        """Write the round's metrics JSON (models and data are saved by their phases); push when asked."""
+        phase = f"round-{round_index}/saved"
+        if self._done(phase):
+            return
+        metrics = self.state["metrics"].get(f"round-{round_index}", {})
+        if self.accelerator.is_main_process:
+            os.makedirs(self._dir(round_index), exist_ok=True)
+            with open(self._dir(round_index, "metrics.json"), "w") as handle:
+                json.dump(metrics, handle, indent=1)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub and self.accelerator.is_main_process:
+            from ..hub import push_round
+
+            push_round(self._dir(round_index), round_index, self.args, metrics)
+        self.accelerator.wait_for_everyone()
+        self._complete(phase)
+
+
+def check_models_share_tokenizer(ar_model, nar_model, tokenizer):
+    """The AR and the NAT must read and write the same ids: same vocabulary size and special tokens as the
+    tokenizer (one joint vocabulary, PAPER.md)."""
+    check_tokenizer_compatible(tokenizer, nar_model.config)
+    check_tokenizer_compatible(tokenizer, ar_model.config)
+    ar_vocab = ar_model.get_input_embeddings().num_embeddings
+    if ar_vocab != nar_model.config.vocab_size:
+        raise ValueError(
+            f"The AR has {ar_vocab} embeddings but the NAT has vocab_size {nar_model.config.vocab_size}: they must "
+            "share one tokenizer. Build both on it (em_nat.build_ar_model / build_nat_model), or load the AR's "
+            "tokenizer and build the NAT from that."
+        )
+
+
+def _references(dataset, args) -> list:
+    """Per eval example, its references: the "references" column when present (multi-reference), else the target."""
+    if "references" in dataset.column_names:
+        return [list(refs) for refs in dataset["references"]]
+    return [pair[args.target_lang].strip() for pair in dataset["translation"]]

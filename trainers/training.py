@@ -1,0 +1,291 @@
+"""One accelerate training loop for both EM phases: the AR phase (any `AutoModelForSeq2SeqLM`) and the NAR phase.
+
+Per phase: Adam (0.9, 0.98, eps 1e-9) with inverse-sqrt warm-up (PAPER.md, "The NAR model"), label smoothing,
+gradient accumulation, clipping, mixed precision, batches by token budget with length bucketing, validation loss,
+steps or epochs, best or last checkpoint, and resume from the phase's last checkpoint (`accelerator.save_state`).
+"""
+
+import json
+import math
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+
+logger = get_logger(__name__)
+
+STATE_FILE = "phase_state.json"
+
+
+@dataclass
+class PhaseConfig:
+    """Training settings of one phase (built by `EMTrainingArguments.phase_config`)."""
+
+    learning_rate: float = 5e-4
+    warmup_steps: int = 4000
+    max_steps: int = -1
+    num_epochs: float = 1.0
+    max_tokens: int = 4096
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    label_smoothing: float = 0.1
+    weight_decay: float = 0.0
+    eval_steps: int = 500
+    save_steps: int = 500
+    keep: str = "best"  # "best" (lowest validation loss) or "last"
+    seed: int = 0
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def token_budget_batches(examples, max_tokens: int, seed: int, epoch: int, shuffle: bool = True):
+    """Indices grouped into batches whose padded size (batch * longest) stays within `max_tokens`.
+
+    Examples are sorted by length inside shuffled buckets of 100 batches' worth, so padding is small; the batch
+    order is a function of (seed, epoch) only, which makes resume exact.
+    """
+    rng = random.Random(seed * 1000003 + epoch)
+    order = list(range(len(examples)))
+    if shuffle:
+        rng.shuffle(order)
+    size = lambda i: max(len(examples[i].input_ids), len(examples[i].labels))  # noqa: E731
+    bucket = max(1, 100 * max(1, max_tokens // 32))
+    batches = []
+    for start in range(0, len(order), bucket):
+        chunk = sorted(order[start : start + bucket], key=size)
+        batch, longest = [], 0
+        for index in chunk:
+            longest_if_added = max(longest, size(index))
+            if batch and longest_if_added * (len(batch) + 1) > max_tokens:
+                batches.append(batch)
+                batch, longest_if_added = [], size(index)
+            batch.append(index)
+            longest = longest_if_added
+        if batch:
+            batches.append(batch)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(examples, indices, pad_token_id: int, device=None):
+    """Pad a batch: input_ids / attention_mask (batch, src_len), labels (batch, tgt_len) padded with -100."""
+    src_len = max(len(examples[i].input_ids) for i in indices)
+    tgt_len = max(len(examples[i].labels) for i in indices)
+    input_ids = torch.full((len(indices), src_len), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(indices), tgt_len), -100, dtype=torch.long)
+    for row, i in enumerate(indices):
+        input_ids[row, : len(examples[i].input_ids)] = torch.tensor(examples[i].input_ids)
+        labels[row, : len(examples[i].labels)] = torch.tensor(examples[i].labels)
+    batch = {"input_ids": input_ids, "attention_mask": input_ids.ne(pad_token_id).long(), "labels": labels}
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+
+
+def compute_loss(model, batch, label_smoothing: float):
+    """Training loss: the NAT's own loss (tokens + weighted length); for an AR, label-smoothed token cross entropy."""
+    outputs = model(**batch)
+    if getattr(outputs, "length_logits", None) is not None:
+        return outputs.loss, {"length_loss": outputs.length_loss.detach()}
+    logits = outputs.logits
+    loss = F.cross_entropy(
+        logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=-100, label_smoothing=label_smoothing
+    )
+    return loss, {}
+
+
+def inverse_sqrt_schedule(optimizer, warmup_steps: int):
+    """Linear warm-up to the peak learning rate, then decay with the inverse square root of the step."""
+    warmup = max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        step = step + 1
+        return min(step / warmup, math.sqrt(warmup / step))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples, config: PhaseConfig, accelerator: Accelerator, pad_token_id: int) -> float:
+    """Mean validation loss over token-budget batches (no smoothing), averaged over processes."""
+    if not examples:
+        return float("nan")
+    model.eval()
+    batches = token_budget_batches(examples, config.max_tokens, config.seed, 0, shuffle=False)
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    total = torch.zeros(2, device=accelerator.device)
+    for indices in mine:
+        batch = collate(examples, indices, pad_token_id, accelerator.device)
+        with accelerator.autocast():
+            loss, _ = compute_loss(model, batch, 0.0)
+        total += torch.stack([loss.detach().float() * len(indices), torch.tensor(float(len(indices)))])
+    total = accelerator.reduce(total, reduction="sum")
+    model.train()
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+class PhaseTrainer:
+    """Trains one model on (source, target) id pairs with accelerate; resumable from `output_dir`.
+
+    Args:
+        model: the model to train (AR or NAT); returned trained by `train()`.
+        train_examples / eval_examples: lists of [`Example`].
+        config: [`PhaseConfig`].
+        accelerator: the shared `Accelerator`.
+        output_dir: where this phase keeps its checkpoints (`checkpoint/`, `best/`) and state.
+        pad_token_id: padding id of the tokenizer.
+        name: "ar" or "nar", for logs and metric names (`ar/loss`, `nar/loss`).
+    """
+
+    def __init__(self, model, train_examples, eval_examples, config, accelerator, output_dir, pad_token_id, name):
+        if not train_examples:
+            raise ValueError(f"{name} phase: no training examples.")
+        self.model, self.config, self.accelerator = model, config, accelerator
+        self.train_examples, self.eval_examples = train_examples, eval_examples
+        self.output_dir, self.pad_token_id, self.name = output_dir, pad_token_id, name
+        self.batches_per_epoch = len(token_budget_batches(train_examples, config.max_tokens, config.seed, 0))
+        self.batches_per_epoch = max(1, self.batches_per_epoch // accelerator.num_processes)
+        updates_per_epoch = max(1, self.batches_per_epoch // config.gradient_accumulation_steps)
+        self.total_steps = (
+            config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_epochs * updates_per_epoch))
+        )
+
+    def _prepare(self):
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.config.learning_rate, betas=(0.9, 0.98), eps=1e-9)
+        scheduler = inverse_sqrt_schedule(optimizer, self.config.warmup_steps)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+
+    def _save_checkpoint(self, state):
+        path = os.path.join(self.output_dir, "checkpoint")
+        self.accelerator.save_state(path)
+        if self.accelerator.is_main_process:
+            with open(os.path.join(path, STATE_FILE), "w") as handle:
+                json.dump(state, handle)
+        self.accelerator.wait_for_everyone()
+
+    def _load_checkpoint(self):
+        path = os.path.join(self.output_dir, "checkpoint")
+        if not os.path.isfile(os.path.join(path, STATE_FILE)):
+            return {"step": 0, "micro_step": 0, "epoch": 0, "position": 0, "best_loss": None, "history": []}
+        self.accelerator.load_state(path)
+        with open(os.path.join(path, STATE_FILE)) as handle:
+            state = json.load(handle)
+        logger.info(f"{self.name}: resuming at update {state['step']} from {path}")
+        return state
+
+    def _keep_best(self, state, eval_loss):
+        if self.config.keep != "best" or math.isnan(eval_loss):
+            return
+        if state["best_loss"] is None or eval_loss < state["best_loss"]:
+            state["best_loss"] = eval_loss
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            if self.accelerator.is_main_process:
+                unwrapped.save_pretrained(os.path.join(self.output_dir, "best"))
+            self.accelerator.wait_for_everyone()
+
+    def _batches(self, epoch):
+        batches = token_budget_batches(self.train_examples, self.config.max_tokens, self.config.seed, epoch)
+        per_process = len(batches) // self.accelerator.num_processes * self.accelerator.num_processes
+        return batches[:per_process][self.accelerator.process_index :: self.accelerator.num_processes]
+
+    def train(self):
+        """Run the phase to `total_steps` updates; returns (model unwrapped, metrics dict)."""
+        os.makedirs(self.output_dir, exist_ok=True)
+        self._prepare()
+        state = self._load_checkpoint()
+        self.model.train()
+        progress = tqdm(
+            total=self.total_steps,
+            initial=state["step"],
+            desc=f"train {self.name}",
+            disable=not self.accelerator.is_local_main_process,
+        )
+        running = []
+        while state["step"] < self.total_steps:
+            batches = self._batches(state["epoch"])
+            if not batches:
+                raise ValueError(f"{self.name}: fewer batches than processes; use more data or fewer processes.")
+            for indices in batches[state["position"] :]:
+                state["position"] += 1
+                if self._micro_step(indices, state, running) and state["step"] >= self.total_steps:
+                    break
+                progress.n = state["step"]
+                progress.refresh()
+            else:
+                state["epoch"], state["position"] = state["epoch"] + 1, 0
+        progress.close()
+        return self._finish(state, running)
+
+    def _micro_step(self, indices, state, running) -> bool:
+        """Forward/backward one batch; step the optimizer every `gradient_accumulation_steps`. True if it stepped."""
+        batch = collate(self.train_examples, indices, self.pad_token_id, self.accelerator.device)
+        with self.accelerator.autocast():
+            loss, _ = compute_loss(self.model, batch, self.config.label_smoothing)
+        self.accelerator.backward(loss / self.config.gradient_accumulation_steps)
+        running.append(loss.detach().float().item())
+        state["micro_step"] += 1
+        if state["micro_step"] % self.config.gradient_accumulation_steps:
+            return False
+        if self.config.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        state["step"] += 1
+        self._after_update(state, running)
+        return True
+
+    def _after_update(self, state, running):
+        step = state["step"]
+        if step % self.config.eval_steps == 0 or step == self.total_steps:
+            eval_loss = evaluate_loss(self.model, self.eval_examples, self.config, self.accelerator, self.pad_token_id)
+            train_loss = sum(running) / max(1, len(running))
+            running.clear()
+            state["history"].append(
+                {"step": step, f"{self.name}/loss": train_loss, f"{self.name}/eval_loss": eval_loss}
+            )
+            self.accelerator.log({f"{self.name}/loss": train_loss, f"{self.name}/eval_loss": eval_loss}, step=step)
+            logger.info(f"{self.name} update {step}: loss {train_loss:.4f} eval_loss {eval_loss:.4f}")
+            self._keep_best(state, eval_loss)
+        if step % self.config.save_steps == 0 and step < self.total_steps:
+            self._save_checkpoint(state)
+
+    def _finish(self, state, running):
+        model = self.accelerator.unwrap_model(self.model)
+        best = os.path.join(self.output_dir, "best")
+        if self.config.keep == "best" and os.path.isdir(best):
+            model.load_state_dict(type(model).from_pretrained(best).state_dict())
+        last = state["history"][-1] if state["history"] else {}
+        metrics = {
+            f"{self.name}/loss": last.get(f"{self.name}/loss"),
+            f"{self.name}/eval_loss": state["best_loss"]
+            if self.config.keep == "best"
+            else last.get(f"{self.name}/eval_loss"),
+            f"{self.name}/steps": state["step"],
+            f"{self.name}/history": state["history"],
+            f"{self.name}/config": asdict(self.config),
+        }
+        self.accelerator.free_memory()
+        return model, metrics
+
+    def clean_up(self):
+        """Remove the phase's resume checkpoints once its result is saved elsewhere."""
+        if self.accelerator.is_main_process:
+            for sub in ("checkpoint", "best"):
+                shutil.rmtree(os.path.join(self.output_dir, sub), ignore_errors=True)
+        self.accelerator.wait_for_everyone()

@@ -58,7 +58,14 @@ def train_tokenizer(
         `PreTrainedTokenizerFast` with `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3; `save_pretrained` /
         `AutoTokenizer.from_pretrained` round-trip it.
     """
-    texts = (text for text in _texts(source) if text)
+    seen = [0]
+
+    def texts():
+        for text in _texts(source):
+            if text.strip():
+                seen[0] += 1
+                yield text
+
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
     tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     tokenizer.normalizer = normalizers.Sequence(steps)
@@ -70,8 +77,8 @@ def train_tokenizer(
         special_tokens=[SPECIAL_TOKENS[k] for k in ("pad_token", "bos_token", "eos_token", "unk_token")],
         show_progress=False,
     )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS):
+    tokenizer.train_from_iterator(texts(), trainer=trainer)
+    if not seen[0]:
         raise ValueError("No text to train the tokenizer on: the source is empty or holds only blank lines.")
     eos = SPECIAL_TOKENS["eos_token"]
     tokenizer.post_processor = processors.TemplateProcessing(

@@ -39,10 +39,24 @@ def odd_decode(
         return topk_ids.new_zeros(batch, 0), topk_scores.new_zeros(batch)
     if lengths is None:
         lengths = torch.full((batch,), tgt_len, dtype=torch.long, device=topk_ids.device)
+    valid = torch.arange(tgt_len, device=lengths.device)[None, :] < lengths[:, None]  # (batch, tgt_len)
+    # Where the argmax path has no equal neighbours it is the optimum under the constraint too: only rows with a
+    # repeat need the Viterbi pass (exact, and most rows of a trained model).
+    tokens = topk_ids[..., 0].clone()  # (batch, tgt_len)
+    scores = (topk_scores[..., 0] * valid).sum(-1)
+    repeats = ((tokens[:, 1:] == tokens[:, :-1]) & valid[:, 1:]).any(-1)  # (batch,)
+    if bool(repeats.any()):
+        rows = repeats.nonzero()[:, 0]
+        tokens[rows], scores[rows] = _viterbi(topk_scores[rows], topk_ids[rows], valid[rows])
+    return tokens, scores
+
+
+def _viterbi(topk_scores: torch.Tensor, topk_ids: torch.Tensor, valid: torch.Tensor):
+    """The ODD Viterbi pass over (batch, tgt_len, k) candidates; `valid` (batch, tgt_len) marks real positions."""
+    batch, tgt_len, k = topk_scores.shape
     # clash[b, t, j, i]: candidate j at position t equals candidate i at position t-1
     clash = topk_ids[:, 1:, :, None] == topk_ids[:, :-1, None, :]  # (batch, tgt_len-1, k, k)
     penalty = clash.to(topk_scores.dtype) * torch.finfo(topk_scores.dtype).min / 4
-    valid = torch.arange(tgt_len, device=lengths.device)[None, :] < lengths[:, None]  # (batch, tgt_len)
     best = topk_scores[:, 0]  # (batch, k): best path score ending in candidate j
     backpointers = []
     for t in range(1, tgt_len):
@@ -54,6 +68,7 @@ def odd_decode(
         best = torch.where(keep, step, best)
         backpointers.append(torch.where(keep, previous, torch.arange(k, device=previous.device)))
     scores, last = best.max(-1)  # (batch,)
+    scores = scores.to(topk_scores.dtype)
     chosen = [last]
     for pointer in reversed(backpointers):
         last = pointer.gather(1, last[:, None])[:, 0]

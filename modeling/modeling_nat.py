@@ -120,11 +120,17 @@ class NATAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(self, hidden_states, memory=None, mask=None):
+        """memory (cross-attention): (sources, src_len, d) with `batch` a multiple of `sources`; rows
+        i * r .. i * r + r - 1 of `hidden_states` (r candidates per source) attend to source i, whose keys and
+        values are projected once."""
         batch, length, d_model = hidden_states.shape
         if self.is_cross_attention:
             q = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-            kv = self.kv_proj(memory).view(batch, memory.shape[1], 2, self.num_heads, self.head_dim)
-            k, v = kv.permute(2, 0, 3, 1, 4)  # each (batch, heads, src_len, head_dim)
+            sources = memory.shape[0]
+            kv = self.kv_proj(memory).view(sources, memory.shape[1], 2, self.num_heads, self.head_dim)
+            k, v = kv.permute(2, 0, 3, 1, 4)  # each (sources, heads, src_len, head_dim)
+            if sources != batch:
+                k, v = k.repeat_interleave(batch // sources, 0), v.repeat_interleave(batch // sources, 0)
         else:
             qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, length, head_dim)
@@ -287,10 +293,20 @@ class NATModel(NATPreTrainedModel):
         return copied + positions
 
     def decode(self, decoder_embeds, target_mask, memory, memory_mask):
-        """Run the non-causal decoder. target_mask (batch, tgt_len) bool or None; returns (batch, tgt_len, d)."""
+        """Run the non-causal decoder.
+
+        Args:
+            decoder_embeds: (batch, tgt_len, d); target_mask: (batch, tgt_len) bool or None.
+            memory: (sources, 1 + src_len, d) encoder states, `batch` a multiple of `sources` (several
+                candidates per source share one encoding); memory_mask: (sources, 1 + src_len) bool or None.
+        Returns:
+            (batch, tgt_len, d)
+        """
         hidden = F.dropout(decoder_embeds, self.config.dropout, self.training)
         self_mask = _attention_mask_4d(target_mask)
         cross_mask = _attention_mask_4d(memory_mask)
+        if cross_mask is not None and memory.shape[0] != hidden.shape[0]:
+            cross_mask = cross_mask.repeat_interleave(hidden.shape[0] // memory.shape[0], 0)
         for layer in self.decoder_layers:
             hidden = layer(hidden, self_mask, memory, cross_mask)
         return self.decoder_layer_norm(hidden)
@@ -436,10 +452,8 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         lengths, valid = self._target_lengths(flat)
         encoder_states, memory_mask = self.model.encode(input_ids, attention_mask)
         length_log_probs = self.model.predict_length_logits(encoder_states).float().log_softmax(-1)
-        if repeats > 1:  # (batch * n, ...) views of each source's encoding
-            encoder_states = encoder_states.repeat_interleave(repeats, dim=0)
+        if repeats > 1:  # the decoder shares each source's encoding among its candidates
             length_log_probs = length_log_probs.repeat_interleave(repeats, dim=0)
-            memory_mask = memory_mask.repeat_interleave(repeats, dim=0) if memory_mask is not None else None
             input_ids = input_ids.repeat_interleave(repeats, dim=0)
             attention_mask = attention_mask.repeat_interleave(repeats, dim=0) if attention_mask is not None else None
         max_len = flat.shape[-1]
@@ -543,9 +557,7 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         min_len = max(1, int(settings["min_length"]))
         lengths = length_candidates(length_log_probs.argmax(-1), beam, min_len, self._length_limit(settings))
         lengths = lengths.flatten()  # (batch * beam,)
-        if beam > 1:
-            encoder_states = encoder_states.repeat_interleave(beam, dim=0)
-            memory_mask = memory_mask.repeat_interleave(beam, dim=0) if memory_mask is not None else None
+        if beam > 1:  # the decoder shares each source's encoding among its length candidates
             input_ids_rep = input_ids.repeat_interleave(beam, dim=0)
             attention_mask_rep = attention_mask.repeat_interleave(beam, dim=0)
         else:
@@ -553,11 +565,9 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         max_len = int(lengths.max())
         embeds = self.model.decoder_inputs(lengths, max_len, input_ids_rep, attention_mask_rep)
         target_mask = _padding_mask(lengths, max_len)
-        states = self.model.decode(
-            embeds, None if beam == 1 and input_ids.shape[0] == 1 else target_mask, encoder_states, memory_mask
-        )
+        states = self.model.decode(embeds, target_mask, encoder_states, memory_mask)
         need_scores = return_dict_in_generate or (beam > 1 and rescorer is None)
-        tokens, scores = self._fill_positions(self.lm_head(states), lengths, settings, need_scores)
+        tokens, scores = self._fill_positions(states, lengths, settings, need_scores)
         sequences = self._finish(tokens, lengths, target_mask)  # (batch * beam, max_len)
         if need_scores:
             scores = scores + length_log_probs.repeat_interleave(beam, dim=0).gather(-1, lengths[:, None])[:, 0]
@@ -576,31 +586,40 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         allowed[max(1, int(settings["min_length"])) : self._length_limit(settings) + 1] = True
         return logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
 
-    def _fill_positions(self, logits, lengths, settings, need_scores):
+    def _fill_positions(self, states, lengths, settings, need_scores):
         """Choose the tokens of positions 0..L-2 (position L-1 is EOS) by argmax or ODD.
 
-        Works on raw logits: a per-position constant (the log-softmax normaliser) changes neither the argmax nor
-        the ODD path, so the normaliser is computed only when scores are needed.
+        The output projection runs on real content positions only. Choices work on raw logits: a per-position
+        constant (the log-softmax normaliser) changes neither the argmax nor the ODD path, so the normaliser is
+        computed only when scores are needed.
 
         Args:
-            logits: (batch, max_len, vocab); lengths: (batch,).
+            states: (batch, max_len, d) decoder states; lengths: (batch,), EOS included.
         Returns:
             tokens (batch, max_len) and, if `need_scores`, their summed log-probabilities (batch,) else None.
         """
-        content = logits[:, :-1]  # (batch, max_len - 1, vocab): position L-1 is EOS
-        content[..., self._special_ids] = float("-inf")  # content positions never hold PAD/EOS/BOS
+        batch, width = states.shape[0], states.shape[1] - 1
         content_lengths = lengths - 1
-        if settings["odd"] and content.shape[1] > 0:
-            top_values, top_ids = top_k_per_position(content, int(settings["odd_top_k"]))
-            chosen, _ = odd_decode(top_values, top_ids, content_lengths)
-        else:
-            chosen = content.argmax(-1)  # (batch, max_len - 1)
-        scores = None
+        mask = _padding_mask(content_lengths, width)  # (batch, width)
+        every = bool(mask.all())
+        content = states[:, :-1].reshape(-1, states.shape[-1]) if every else states[:, :-1][mask]  # (n, d)
+        logits = self.lm_head(content)  # (n, vocab)
+        logits[:, self._special_ids] = float("-inf")  # content positions never hold PAD/EOS/BOS
+        k = int(settings["odd_top_k"]) if settings["odd"] else 1
+        values, ids = top_k_per_position(logits, k)  # (n, k)
         if need_scores:
-            picked = content.gather(-1, chosen[..., None])[..., 0].float() - content.float().logsumexp(-1)
-            scores = (picked * _padding_mask(content_lengths, picked.shape[1])).sum(-1)
-        tokens = torch.cat([chosen, chosen.new_zeros(chosen.shape[0], 1)], dim=1)  # room for the final EOS
-        return tokens, scores
+            values = values - logits.float().logsumexp(-1, keepdim=True).to(values.dtype)
+        if every:
+            top_values, top_ids = values.view(batch, width, k), ids.view(batch, width, k)
+        else:
+            top_values = values.new_zeros(batch, width, k).masked_scatter(mask[..., None], values)
+            top_ids = ids.new_zeros(batch, width, k).masked_scatter(mask[..., None], ids)
+        if k > 1 and width > 0:
+            chosen, scores = odd_decode(top_values, top_ids, content_lengths)
+        else:
+            chosen, scores = top_ids[..., 0], (top_values[..., 0] * mask).sum(-1)
+        tokens = torch.cat([chosen, chosen.new_zeros(batch, 1)], dim=1)  # room for the final EOS
+        return tokens, scores if need_scores else None
 
     def _finish(self, tokens, lengths, target_mask):
         """Put EOS at position L-1 and PAD after it."""

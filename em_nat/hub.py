@@ -1,0 +1,239 @@
+"""Model cards and Hub pushes of EM rounds.
+
+Each round's NAT (and the AR when asked) goes to its repo's `main` branch, and a branch `round-<t>` is created at
+that commit, so every round stays loadable with `from_pretrained(repo, revision="round-<t>")`. A failing Hub is
+retried with back-off and then reported; local checkpoints are never touched by a push.
+"""
+
+import logging
+import os
+import time
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HfHubHTTPError
+
+logger = logging.getLogger(__name__)
+
+CARD_TEMPLATE = """---
+{card_data}
+---
+
+# {title}
+
+{summary}
+
+## EM round
+
+| | |
+|---|---|
+| EM round | {round_index} of {num_rounds} |
+| training targets | {targets} |
+| AR partner | `{ar_partner}` |
+| corpus multi-modality (CM) of the training targets | {cm} |
+| selections differing from the AR 1-best | {changed} |
+
+## Results on the validation data
+
+{results}
+
+## Decoding settings (generation_config.json)
+
+{decoding}
+
+## Usage
+
+```python
+import em_nat  # registers the model; or pass trust_remote_code=True without installing em-nat
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", revision="{revision}")
+model = AutoModelForSeq2SeqLM.from_pretrained("{repo_id}", revision="{revision}")
+inputs = tokenizer(["{example}"], return_tensors="pt")
+print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))
+
+translator = pipeline("translation", model="{repo_id}", revision="{revision}")
+print(translator("{example}"))
+```
+
+## Training
+
+Trained with [em-nat](https://github.com/) `EMTrainer` (Sun & Yang, ICML 2020, "An EM Approach to
+Non-autoregressive Conditional Sequence Generation"). Settings of this run:
+
+```json
+{settings}
+```
+"""
+
+
+def _score(metrics: dict, key: str):
+    value = metrics.get(key)
+    return value if isinstance(value, dict) and "score" in value else None
+
+
+def build_model_card(round_index: int, args, metrics: dict, repo_id: str, kind: str = "nat") -> ModelCard:
+    """The model card of one round's NAT (`kind="nat"`) or AR (`kind="ar"`).
+
+    Args:
+        round_index: the EM round (0 = trained on the raw data).
+        args: the run's `EMTrainingArguments`.
+        metrics: the round's metrics (BLEU entries are `{"score", "signature"}` dicts).
+        repo_id: the Hub repo the card is pushed to.
+    """
+    import json
+
+    src, tgt = args.source_lang, args.target_lang
+    bleu_key = "eval/bleu_nar_odd" if kind == "nat" else "eval/bleu_ar_beam"
+    dataset = args.hub_dataset_name or "custom"
+    eval_results = []
+    bleu = _score(metrics, bleu_key)
+    if bleu is not None:
+        eval_results.append(
+            EvalResult(
+                task_type="translation",
+                task_name=f"Translation {src}-{tgt}",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split="validation",
+                metric_type="bleu",
+                metric_value=bleu["score"],
+                metric_name="sacreBLEU" + (" (ODD)" if kind == "nat" else f" (beam {args.eval_num_beams})"),
+                metric_args={"signature": bleu["signature"]},
+            )
+        )
+    card_data = ModelCardData(
+        language=[src, tgt],
+        license=args.hub_license,
+        library_name="transformers",
+        pipeline_tag="translation",
+        tags=[
+            "em-nat",
+            "translation",
+            "non-autoregressive" if kind == "nat" else "autoregressive",
+            f"em-round-{round_index}",
+        ],
+        datasets=[dataset] if args.hub_dataset_name else None,
+        model_name=repo_id,
+        eval_results=eval_results or None,
+    )
+    rows = ["| model | decoding | sacreBLEU | signature |", "|---|---|---|---|"]
+    for key, label in (
+        ("eval/bleu_ar_beam", f"AR, beam {args.eval_num_beams}"),
+        ("eval/bleu_nar_argmax", "NAT, argmax"),
+        ("eval/bleu_nar_odd", "NAT, ODD"),
+    ):
+        score = _score(metrics, key)
+        if score is not None:
+            rows.append(
+                f"| {label.split(',')[0]} | {label.split(', ')[1]} | {score['score']:.2f} | `{score['signature']}` |"
+            )
+    targets = (
+        "the real targets"
+        if round_index == 0
+        else (
+            "AR 1-best (sequence-level KD)"
+            if round_index == 1 or args.nar_targets == "one_best"
+            else "previous NAR selection"
+        )
+    )
+    cm = metrics.get("em/cm")
+    changed = metrics.get("em/selection_differs_from_1best")
+    title = f"em-nat {'NAT' if kind == 'nat' else 'AR partner'} {src}->{tgt}, EM round {round_index}"
+    summary = (
+        "A non-autoregressive transformer: it predicts the target length, then every token in one parallel pass."
+        if kind == "nat"
+        else "The autoregressive partner of the em-nat NAT at this EM round."
+    )
+    text = CARD_TEMPLATE.format(
+        card_data=card_data.to_yaml(),
+        title=title,
+        summary=summary,
+        round_index=round_index,
+        num_rounds=args.num_rounds,
+        targets=targets,
+        ar_partner=args.hub_ar_model_id or "not pushed",
+        cm=f"{cm:.3f}" if isinstance(cm, (int, float)) else "n/a",
+        changed=f"{100 * changed:.1f}%" if isinstance(changed, (int, float)) else "n/a",
+        results="\n".join(rows) if len(rows) > 2 else "No validation data was given.",
+        decoding="`odd=True, length_beam=1` by default; `length_beam=9, rescorer=<AR>` for AR rescoring."
+        if kind == "nat"
+        else f"beam search, `num_beams={args.eval_num_beams}`",
+        repo_id=repo_id,
+        revision=f"round-{round_index}",
+        example="a source sentence",
+        settings=json.dumps(args.to_dict(), indent=1, default=str),
+    )
+    return ModelCard(text)
+
+
+def push_folder(
+    folder: str,
+    repo_id: str,
+    round_index: int,
+    card: ModelCard,
+    token=None,
+    private=False,
+    max_attempts: int = 4,
+    backoff: float = 2.0,
+) -> str:
+    """Upload `folder` with `card` as README.md to `repo_id` (main), then branch `round-<t>` at that commit.
+
+    Returns:
+        the commit id. Raises `HubPushError` after `max_attempts` failed attempts (local files are untouched).
+    """
+    api = HfApi(token=token)
+    branch = f"round-{round_index}"
+    last_error = None
+    for attempt in range(1, max_attempts + 1):
+        try:
+            api.create_repo(repo_id, exist_ok=True, private=private)
+            commit = api.upload_folder(
+                folder_path=folder,
+                repo_id=repo_id,
+                commit_message=f"EM round {round_index}",
+                ignore_patterns=["README.md"],
+            )
+            api.upload_file(
+                path_or_fileobj=str(card).encode(),
+                path_in_repo="README.md",
+                repo_id=repo_id,
+                commit_message=f"Model card, EM round {round_index}",
+            )
+            head = api.list_repo_refs(repo_id).branches
+            oid = next(b.target_commit for b in head if b.name == "main")
+            api.create_branch(repo_id, branch=branch, revision=oid, exist_ok=True)
+            logger.info(f"Pushed {folder} to {repo_id} (main and branch {branch}): {commit.commit_url}")
+            return oid
+        except (HfHubHTTPError, OSError, ValueError) as error:  # connection errors are OSErrors
+            last_error = error
+            logger.warning(f"Push of {folder} to {repo_id}, attempt {attempt}/{max_attempts} failed: {error}")
+            if attempt < max_attempts:
+                time.sleep(backoff * 2 ** (attempt - 1))
+    raise HubPushError(
+        f"Could not push {folder} to {repo_id} after {max_attempts} attempts ({type(last_error).__name__}: "
+        f"{last_error}). The local checkpoint is intact; re-run the same command to retry the push."
+    ) from last_error
+
+
+class HubPushError(RuntimeError):
+    """A push failed after its retries; the local files are intact."""
+
+
+def push_round(round_dir: str, round_index: int, args, metrics: dict) -> dict:
+    """Push a round's NAT (and its AR when `args.hub_ar_model_id` is set) with generated model cards.
+
+    Returns:
+        `{"nat": commit, "ar": commit}` of what was pushed.
+    """
+    pushed = {}
+    targets = [("nat", args.hub_model_id)] + ([("ar", args.hub_ar_model_id)] if args.hub_ar_model_id else [])
+    for kind, repo_id in targets:
+        folder = os.path.join(round_dir, kind)
+        if not os.path.isdir(folder):
+            continue  # round 0 without a raw-data NAT
+        card = build_model_card(round_index, args, metrics, repo_id, kind)
+        card.save(os.path.join(folder, "README.md"))
+        pushed[kind] = push_folder(
+            folder, repo_id, round_index, card, token=args.hub_token, private=args.hub_private_repo
+        )
+    return pushed

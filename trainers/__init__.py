@@ -2,7 +2,7 @@
 
 from .arguments import EMTrainingArguments
 from .candidates import generate_candidates, score_candidates, select_targets, translate
-from .em_trainer import EMTrainer, check_models_share_tokenizer
+from .em_trainer import EMTrainer, check_models_share_tokenizer, make_accelerator
 from .training import PhaseConfig, PhaseTrainer
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "PhaseTrainer",
     "check_models_share_tokenizer",
     "generate_candidates",
+    "make_accelerator",
     "score_candidates",
     "select_targets",
     "translate",

@@ -17,6 +17,7 @@ import copy
 import json
 import os
 
+import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -24,6 +25,7 @@ from datasets import Dataset, load_from_disk
 
 from ..metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
 from ..modeling import check_tokenizer_compatible
+from .arguments import EMTrainingArguments
 from .candidates import generate_candidates, score_candidates, select_targets, translate
 from .training import Example, PhaseTrainer
 
@@ -58,11 +60,7 @@ class EMTrainer:
         if eval_dataset is not None:
             self.eval_sources, self.eval_targets = self._tokenize(eval_dataset, "eval_dataset")
             self.eval_references = _references(eval_dataset, args)
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=args.mixed_precision,
-            log_with=None if args.report_to == "none" else args.report_to,
-            project_dir=args.output_dir,
-        )
+        self.accelerator = accelerator or make_accelerator(args)
         self._check_output_dir()
         set_seed(args.seed)
         self.initial_ar, self.initial_nar = copy.deepcopy(ar_model).cpu(), copy.deepcopy(nar_model).cpu()
@@ -193,6 +191,8 @@ class EMTrainer:
             model, metrics = trainer.train()
         self._save_model(model, folder)
         self._complete(phase, metrics)
+        if name != "ar" or round_index != 0 or self.args.train_initial_ar:
+            trainer.clean_up()  # the phase's resume checkpoints are no longer needed
         return model
 
     def train_ar(self, round_index: int, targets: list[list[int]]):
@@ -349,6 +349,17 @@ class EMTrainer:
             push_round(self._dir(round_index), round_index, self.args, metrics)
         self.accelerator.wait_for_everyone()
         self._complete(phase)
+
+
+def make_accelerator(args: EMTrainingArguments) -> Accelerator:
+    """The run's `Accelerator`. Without an accelerator device it is built with `cpu=True`, which is what lets
+    accelerate see several CPU processes started by `torch.distributed.run` (it ignores them otherwise)."""
+    return Accelerator(
+        cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=args.output_dir,
+    )
 
 
 def check_models_share_tokenizer(ar_model, nar_model, tokenizer):

@@ -119,6 +119,7 @@ def evaluate_loss(model, examples, config: PhaseConfig, accelerator: Accelerator
     """Mean validation loss over token-budget batches (no smoothing), averaged over processes."""
     if not examples:
         return float("nan")
+    model = accelerator.unwrap_model(model)  # no DDP collectives: processes may hold different numbers of batches
     model.eval()
     batches = token_budget_batches(examples, config.max_tokens, config.seed, 0, shuffle=False)
     mine = batches[accelerator.process_index :: accelerator.num_processes]
@@ -167,15 +168,17 @@ class PhaseTrainer:
             {"params": no_decay, "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(groups, lr=self.config.learning_rate, betas=(0.9, 0.98), eps=1e-9)
-        scheduler = inverse_sqrt_schedule(optimizer, self.config.warmup_steps)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+        # Stepped once per update by this loop (accelerate's wrapper would step it once per process); its state
+        # travels in the phase state file.
+        self.scheduler = inverse_sqrt_schedule(self.optimizer, self.config.warmup_steps)
 
     def _save_checkpoint(self, state):
         path = os.path.join(self.output_dir, "checkpoint")
         self.accelerator.save_state(path)
         if self.accelerator.is_main_process:
             with open(os.path.join(path, STATE_FILE), "w") as handle:
-                json.dump(state, handle)
+                json.dump({**state, "scheduler": self.scheduler.state_dict()}, handle)
         self.accelerator.wait_for_everyone()
 
     def _load_checkpoint(self):
@@ -185,6 +188,7 @@ class PhaseTrainer:
         self.accelerator.load_state(path)
         with open(os.path.join(path, STATE_FILE)) as handle:
             state = json.load(handle)
+        self.scheduler.load_state_dict(state.pop("scheduler"))
         logger.info(f"{self.name}: resuming at update {state['step']} from {path}")
         return state
 
@@ -199,9 +203,12 @@ class PhaseTrainer:
             self.accelerator.wait_for_everyone()
 
     def _batches(self, epoch):
+        """This process's batches of an epoch. The epoch is cut to a multiple of processes x accumulation, so that
+        N processes and one process accumulating N batches make the same updates."""
         batches = token_budget_batches(self.train_examples, self.config.max_tokens, self.config.seed, epoch)
-        per_process = len(batches) // self.accelerator.num_processes * self.accelerator.num_processes
-        return batches[:per_process][self.accelerator.process_index :: self.accelerator.num_processes]
+        group = self.accelerator.num_processes * self.config.gradient_accumulation_steps
+        usable = max(len(batches) // group * group, self.accelerator.num_processes)
+        return batches[:usable][self.accelerator.process_index :: self.accelerator.num_processes]
 
     def train(self):
         """Run the phase to `total_steps` updates; returns (model unwrapped, metrics dict)."""

@@ -1,0 +1,128 @@
+"""examples/train_em.py as a user runs it: one process, two CPU processes, and a run killed and resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_pairs
+from datasets import load_from_disk
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "examples" / "train_em.py")
+TINY = (
+    "--source_lang en --target_lang de --vocab_size 120 --d_model 32 --encoder_layers 1 --decoder_layers 1 "
+    "--attention_heads 2 --ffn_dim 64 --max_position_embeddings 48 --dropout 0 --num_rounds 2 --num_candidates 3 "
+    "--candidate_beam_size 3 --warmup_steps 5 --max_tokens 256 --eval_steps 10 --save_steps 5 "
+    "--max_target_length 24 --eval_num_beams 2 --speed_sentences 3"
+).split()
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    pairs = make_pairs()
+    (folder / "train.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
+    (folder / "valid.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs[:10]))
+    return folder
+
+
+def _command(data_files, output_dir, *extra, processes=1, steps=20):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    head = launcher if processes > 1 else [sys.executable]
+    return head + [
+        SCRIPT,
+        "--train",
+        str(data_files / "train.tsv"),
+        "--validation",
+        str(data_files / "valid.tsv"),
+        "--output_dir",
+        str(output_dir),
+        "--ar_max_steps",
+        str(steps),
+        "--nar_max_steps",
+        str(steps),
+        *TINY,
+        *extra,
+    ]
+
+
+def _env():
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def _run(command, cwd):
+    proc = subprocess.run(command, capture_output=True, text=True, env=_env(), cwd=cwd, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def single_run(data_files, tmp_path_factory):
+    """One process accumulating 2 batches per update: the same updates as 2 processes with 1 batch each."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    proc = _run(_command(data_files, out, "--gradient_accumulation_steps", "2"), cwd=out.parent)
+    return out, proc
+
+
+def test_example_script_prints_the_results_table(single_run):
+    out, proc = single_run
+    assert "| AR_0 (beam 2) |" in proc.stdout
+    for label in ("NAT, raw data", "NAT, round 1 (KD)", "NAT, round 2 (EM)"):
+        assert f"| {label} |" in proc.stdout
+    assert "sacreBLEU signature: nrefs:1" in proc.stdout
+    assert (out / "results.md").read_text().strip() in proc.stdout
+    metrics = json.loads((out / "round-2" / "metrics.json").read_text())
+    assert metrics["em/round"] == 2 and metrics["em/settings"]["gradient_accumulation_steps"] == 2
+
+
+def test_two_cpu_processes_cover_every_source_once_and_match_one_process(data_files, single_run, tmp_path):
+    single, _ = single_run
+    out = tmp_path / "run"
+    _run(_command(data_files, out, processes=2), cwd=tmp_path)
+    sources = [line.split("\t")[0] for line in (data_files / "train.tsv").read_text().splitlines()]
+    for t in (1, 2):
+        two = load_from_disk(str(out / f"round-{t}" / "data"))
+        one = load_from_disk(str(single / f"round-{t}" / "data"))
+        assert two["source"] == one["source"] and len(two) == len(sources)  # every source exactly once, in order
+        assert two["candidates"] == one["candidates"]
+        assert two["selection"] == one["selection"]
+        m2 = json.loads((out / f"round-{t}" / "metrics.json").read_text())
+        m1 = json.loads((single / f"round-{t}" / "metrics.json").read_text())
+        assert m2["em/cm"] == pytest.approx(m1["em/cm"], rel=1e-3)
+        assert m2["eval/bleu_nar_odd"]["score"] == pytest.approx(m1["eval/bleu_nar_odd"]["score"], abs=0.5)
+
+
+def _wait_for(path_glob, root, proc, timeout=300):
+    start = time.time()
+    while time.time() - start < timeout:
+        if list(root.glob(path_glob)):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def test_killed_run_resumes_without_losing_completed_phases(data_files, single_run, tmp_path):
+    out = tmp_path / "run"
+    command = _command(data_files, out, "--gradient_accumulation_steps", "2", steps=60)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=tmp_path)
+    # wait until round 0's AR is complete and round 0's NAT has a mid-phase checkpoint, then kill hard
+    reached = _wait_for("round-0/work/nar/checkpoint/phase_state.json", out, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert reached, "the run ended before the kill point"
+    state = json.loads((out / "em_state.json").read_text())
+    assert "round-0/ar" in state["completed"] and "round-0/nar" not in state["completed"]
+    ar_weights = out / "round-0" / "ar" / "model.safetensors"
+    stamp = ar_weights.stat().st_mtime_ns
+    resumed = _run(command, cwd=tmp_path)
+    assert ar_weights.stat().st_mtime_ns == stamp  # the completed phase was not redone
+    assert "nar: resuming at update" in resumed.stderr
+    final = json.loads((out / "em_state.json").read_text())["completed"]
+    assert final.index("round-0/ar") == 0 and "round-2/saved" in final and len(final) == len(set(final))

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import TINY_SIZES
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, MarianMTModel
 
 import em_nat
-
-from conftest import TINY_SIZES
 
 
 def test_tokenizer_round_trip_and_special_tokens(tokenizer, pairs, tmp_path):

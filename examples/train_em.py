@@ -38,33 +38,13 @@ DEFAULT_OUTPUT_DIR = "runs/em-synthetic"
 # The embedded default, sized to finish in about 10 minutes on a 2-core CPU (see README for the measured run).
 SYNTHETIC_PRESET = {
     "em": dict(
-        num_rounds=2,
-        num_candidates=4,
-        candidate_beam_size=4,
-        ar_max_steps=500,
-        nar_max_steps=600,
-        warmup_steps=200,
-        max_tokens=2048,
-        eval_steps=200,
-        save_steps=200,
-        ar_learning_rate=1e-3,
-        nar_learning_rate=1e-3,
-        max_target_length=40,
-        eval_num_beams=4,
-        generation_max_sentences=128,
-        source_lang="src",
-        target_lang="tgt",
+        num_rounds=2, num_candidates=4, candidate_beam_size=4, restart="nar", ar_max_steps=600,
+        ar_continue_max_steps=200, nar_max_steps=500, train_final_ar=False, warmup_steps=100, max_tokens=1024,
+        eval_steps=100, save_steps=100, ar_learning_rate=2e-3, nar_learning_rate=2e-3, max_target_length=40,
+        eval_num_beams=4, generation_max_sentences=128, eval_max_samples=300, source_lang="src", target_lang="tgt",
     ),
-    "model": dict(
-        d_model=128,
-        encoder_layers=2,
-        decoder_layers=2,
-        attention_heads=4,
-        ffn_dim=512,
-        vocab_size=1000,
-        max_position_embeddings=64,
-        dropout=0.1,
-    ),
+    "model": dict(d_model=128, encoder_layers=2, decoder_layers=2, attention_heads=4, ffn_dim=256, vocab_size=1000,
+                  max_position_embeddings=64, dropout=0.1, synthetic_num_train=8000),
 }
 
 

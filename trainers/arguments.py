@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from .training import PhaseConfig
 
 NAR_TARGETS = ("one_best", "previous_selection")
+RESTART_CHOICES = ("both", "nar", "ar", "none")
 
 
 @dataclass
@@ -22,11 +23,25 @@ class EMTrainingArguments:
             "round's selection S_{t-1} ('previous_selection'; round 1 always uses Y_1)."
         },
     )
-    restart: bool = field(
+    restart: str = field(
+        default="both",
+        metadata={
+            "help": "Which models restart from their initial weights each round: 'both' (official scripts), "
+            "'nar', 'ar' or 'none'; the others continue from the previous round."
+        },
+    )
+    ar_continue_max_steps: int = field(
+        default=-1,
+        metadata={
+            "help": "AR updates in rounds >= 1 when the AR continues from the previous round; -1 = "
+            "ar_max_steps / ar_num_epochs."
+        },
+    )
+    train_final_ar: bool = field(
         default=True,
         metadata={
-            "help": "Restart each round's models from their initial weights (official scripts) instead of "
-            "continuing from the previous round."
+            "help": "Train the last round's AR on the last selection; it feeds no NAR of this run, so turning it "
+            "off saves time (the round's AR folder then holds the previous AR)."
         },
     )
     train_initial_ar: bool = field(
@@ -86,6 +101,8 @@ class EMTrainingArguments:
             )
         if self.nar_targets not in NAR_TARGETS:
             raise ValueError(f"nar_targets must be one of {NAR_TARGETS}, got {self.nar_targets!r}.")
+        if self.restart not in RESTART_CHOICES:
+            raise ValueError(f"restart must be one of {RESTART_CHOICES}, got {self.restart!r}.")
         if self.keep_checkpoint not in ("best", "last"):
             raise ValueError(f"keep_checkpoint must be 'best' or 'last', got {self.keep_checkpoint!r}.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
@@ -97,12 +114,19 @@ class EMTrainingArguments:
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs hub_model_id (e.g. 'your-name/em-nat-en-de').")
 
-    def phase_config(self, name: str) -> PhaseConfig:
-        """The [`PhaseConfig`] of the "ar" or "nar" phase."""
+    def restarts(self, name: str) -> bool:
+        """Whether the "ar" or "nar" model restarts from its initial weights each round."""
+        return self.restart in ("both", name)
+
+    def phase_config(self, name: str, continued: bool = False) -> PhaseConfig:
+        """The [`PhaseConfig`] of the "ar" or "nar" phase (`continued`: an AR continuing from the last round)."""
+        max_steps = getattr(self, f"{name}_max_steps")
+        if continued and name == "ar" and self.ar_continue_max_steps > 0:
+            max_steps = self.ar_continue_max_steps
         return PhaseConfig(
             learning_rate=getattr(self, f"{name}_learning_rate"),
             warmup_steps=self.warmup_steps,
-            max_steps=getattr(self, f"{name}_max_steps"),
+            max_steps=max_steps,
             num_epochs=getattr(self, f"{name}_num_epochs"),
             max_tokens=self.max_tokens,
             gradient_accumulation_steps=self.gradient_accumulation_steps,

@@ -20,9 +20,10 @@ import os
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from datasets import Dataset, load_from_disk
 
+from ..hub import HubPushError, push_round
 from ..metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
 from ..modeling import check_tokenizer_compatible
 from .arguments import EMTrainingArguments
@@ -65,6 +66,7 @@ class EMTrainer:
         set_seed(args.seed)
         self.initial_ar, self.initial_nar = copy.deepcopy(ar_model).cpu(), copy.deepcopy(nar_model).cpu()
         self.state = self._load_state()
+        self.pending_pushes = {}
 
     # ----- set-up checks ------------------------------------------------------------------------------------------
 
@@ -159,15 +161,22 @@ class EMTrainer:
             self.save_round(t)
         if args.report_to != "none":
             self.accelerator.end_training()
+        for t in sorted(self.pending_pushes):  # one more try for pushes that failed during the run
+            self.push_round(t)
+        if self.pending_pushes:
+            raise HubPushError(
+                f"Training finished and every round is saved under {args.output_dir}, but rounds "
+                f"{sorted(self.pending_pushes)} could not be pushed: {list(self.pending_pushes.values())[-1]} "
+                "Re-run the same command to push them (completed phases are not trained again)."
+            )
         return self.state["metrics"]
 
     def _phase_model(self, name, round_index):
         """The model a phase starts from: initial weights (restart, or round 0) or the previous round's."""
         initial = self.initial_ar if name == "ar" else self.initial_nar
-        previous = self._dir(round_index - 1, name)
-        if self.args.restart or round_index == 0 or not os.path.isdir(previous):
+        if self.args.restarts(name) or round_index == 0:
             return copy.deepcopy(initial)
-        return type(initial).from_pretrained(previous)
+        return type(initial).from_pretrained(self._dir(round_index - 1, name))
 
     def _train_phase(self, name, round_index, targets):
         phase = f"round-{round_index}/{name}"
@@ -175,14 +184,17 @@ class EMTrainer:
         model_class = type(self.initial_ar if name == "ar" else self.initial_nar)
         if self._done(phase):
             return model_class.from_pretrained(folder)
+        final_ar = name == "ar" and round_index == self.args.num_rounds and not self.args.train_final_ar
         if name == "ar" and round_index == 0 and not self.args.train_initial_ar:
             model, metrics = copy.deepcopy(self.initial_ar), {"ar/trained": False}
+        elif final_ar:
+            model, metrics = model_class.from_pretrained(self._dir(round_index - 1, "ar")), {"ar/trained": False}
         else:
             trainer = PhaseTrainer(
                 self._phase_model(name, round_index),
                 [Example(s, t) for s, t in zip(self.train_sources, targets)],
                 [Example(s, t) for s, t in zip(self.eval_sources, self.eval_targets)],
-                self.args.phase_config(name),
+                self.args.phase_config(name, continued=round_index > 0 and not self.args.restarts(name)),
                 self.accelerator,
                 self._dir(round_index, "work", name),
                 self.tokenizer.pad_token_id,
@@ -191,7 +203,7 @@ class EMTrainer:
             model, metrics = trainer.train()
         self._save_model(model, folder)
         self._complete(phase, metrics)
-        if name != "ar" or round_index != 0 or self.args.train_initial_ar:
+        if metrics.get("ar/trained", True):
             trainer.clean_up()  # the phase's resume checkpoints are no longer needed
         return model
 
@@ -333,22 +345,44 @@ class EMTrainer:
         return self.eval_targets[: len(self._eval_slice()[0])]
 
     def save_round(self, round_index: int):
-        """Write the round's metrics JSON (models and data are saved by their phases); push when asked."""
+        """Write the round's metrics JSON (models and data are saved by their phases), then push when asked."""
         phase = f"round-{round_index}/saved"
-        if self._done(phase):
-            return
-        metrics = self.state["metrics"].get(f"round-{round_index}", {})
-        if self.accelerator.is_main_process:
-            os.makedirs(self._dir(round_index), exist_ok=True)
-            with open(self._dir(round_index, "metrics.json"), "w") as handle:
-                json.dump(metrics, handle, indent=1)
-        self.accelerator.wait_for_everyone()
-        if self.args.push_to_hub and self.accelerator.is_main_process:
-            from ..hub import push_round
+        if not self._done(phase):
+            metrics = self.state["metrics"].get(f"round-{round_index}", {})
+            if self.accelerator.is_main_process:
+                os.makedirs(self._dir(round_index), exist_ok=True)
+                with open(self._dir(round_index, "metrics.json"), "w") as handle:
+                    json.dump(metrics, handle, indent=1)
+            self.accelerator.wait_for_everyone()
+            self._complete(phase)
+        if self.args.push_to_hub:
+            self.push_round(round_index)
 
-            push_round(self._dir(round_index), round_index, self.args, metrics)
-        self.accelerator.wait_for_everyone()
+    def push_round(self, round_index: int) -> bool:
+        """Push the round to the Hub (main process). A push that still fails after its retries is logged and left
+        pending, training goes on, and `train()` reports every pending round at the end; local files stay."""
+        phase = f"round-{round_index}/pushed"
+        if self._done(phase):
+            return True
+        error = None
+        if self.accelerator.is_main_process:
+            try:
+                push_round(
+                    self._dir(round_index),
+                    round_index,
+                    self.args,
+                    self.state["metrics"].get(f"round-{round_index}", {}),
+                )
+            except HubPushError as failure:
+                error = str(failure)
+                logger.error(error)
+        failed = gather_object([error]) if self.accelerator.num_processes > 1 else [error]
+        if any(failed):
+            self.pending_pushes[round_index] = next(e for e in failed if e)
+            return False
+        self.pending_pushes.pop(round_index, None)
         self._complete(phase)
+        return True
 
 
 def make_accelerator(args: EMTrainingArguments) -> Accelerator:

@@ -166,6 +166,10 @@ def build_model_card(round_index: int, args, metrics: dict, repo_id: str, kind: 
     return ModelCard(text)
 
 
+PUSH_ATTEMPTS = 4
+PUSH_BACKOFF_SECONDS = 2.0  # doubled after each failed attempt
+
+
 def push_folder(
     folder: str,
     repo_id: str,
@@ -173,14 +177,18 @@ def push_folder(
     card: ModelCard,
     token=None,
     private=False,
-    max_attempts: int = 4,
-    backoff: float = 2.0,
+    max_attempts: int | None = None,
+    backoff: float | None = None,
 ) -> str:
     """Upload `folder` with `card` as README.md to `repo_id` (main), then branch `round-<t>` at that commit.
 
     Returns:
         the commit id. Raises `HubPushError` after `max_attempts` failed attempts (local files are untouched).
     """
+    max_attempts = PUSH_ATTEMPTS if max_attempts is None else max_attempts
+    backoff = PUSH_BACKOFF_SECONDS if backoff is None else backoff
+    max_attempts = PUSH_ATTEMPTS if max_attempts is None else max_attempts
+    backoff = PUSH_BACKOFF_SECONDS if backoff is None else backoff
     api = HfApi(token=token)
     branch = f"round-{round_index}"
     last_error = None
@@ -228,7 +236,7 @@ def push_round(round_dir: str, round_index: int, args, metrics: dict) -> dict:
     pushed = {}
     targets = [("nat", args.hub_model_id)] + ([("ar", args.hub_ar_model_id)] if args.hub_ar_model_id else [])
     for kind, repo_id in targets:
-        folder = os.path.join(round_dir, kind)
+        folder = os.path.join(round_dir, {"nat": "nar", "ar": "ar"}[kind])  # the trainer's folder names
         if not os.path.isdir(folder):
             continue  # round 0 without a raw-data NAT
         card = build_model_card(round_index, args, metrics, repo_id, kind)

@@ -130,8 +130,34 @@ def test_arguments_work_with_hf_argument_parser():
     from transformers import HfArgumentParser
 
     (args,) = HfArgumentParser(EMTrainingArguments).parse_args_into_dataclasses(
-        ["--output_dir", "x", "--num_candidates", "5", "--candidate_beam_size", "6", "--restart", "false"]
+        [
+            "--output_dir",
+            "x",
+            "--num_candidates",
+            "5",
+            "--candidate_beam_size",
+            "6",
+            "--restart",
+            "nar",
+            "--train_final_ar",
+            "false",
+        ]
     )
-    assert args.num_candidates == 5 and args.restart is False
+    assert args.num_candidates == 5 and args.restart == "nar" and args.train_final_ar is False
+    assert args.restarts("nar") and not args.restarts("ar")
     with pytest.raises(ValueError, match="candidate_beam_size"):
         EMTrainingArguments(output_dir="x", num_candidates=5, candidate_beam_size=4)
+
+
+def test_continued_ar_and_untrained_final_ar(tokenizer, pairs, tmp_path):
+    ar, nat = _models(tokenizer)
+    args = _args(
+        tmp_path, num_rounds=2, restart="nar", ar_continue_max_steps=7, train_final_ar=False, train_raw_nat=False
+    )
+    metrics = EMTrainer(ar, nat, tokenizer, _dataset(pairs), _dataset(pairs[:6]), args=args).train()
+    assert metrics["round-1"]["ar/steps"] == 7  # AR_1 continued from AR_0 for ar_continue_max_steps updates
+    assert metrics["round-2"]["ar/trained"] is False
+    run = tmp_path / "run"
+    ar1 = em_nat.build_ar_model(tokenizer).from_pretrained(run / "round-1" / "ar")
+    ar2 = em_nat.build_ar_model(tokenizer).from_pretrained(run / "round-2" / "ar")
+    assert all(torch.equal(a, b) for a, b in zip(ar1.state_dict().values(), ar2.state_dict().values()))

@@ -26,7 +26,9 @@ def test_files_strings_and_datasets_train_the_same_tokenizer(pairs, tmp_path):
     src.write_text("\n".join(s for s, _ in pairs) + "\n")
     tgt.write_text("\n".join(t for _, t in pairs) + "\n")
     from_files = em_nat.train_tokenizer([src, tgt], vocab_size=100, min_frequency=1)
-    from_strings = em_nat.train_tokenizer([s for s, _ in pairs] + [t for _, t in pairs], vocab_size=100, min_frequency=1)
+    from_strings = em_nat.train_tokenizer(
+        [s for s, _ in pairs] + [t for _, t in pairs], vocab_size=100, min_frequency=1
+    )
     rows = {"translation": [{"en": s, "de": t} for s, t in pairs]}
     held_out = {"translation": [{"en": "zebra quartz", "de": "zebra quartz"}] * 50}
     from_dataset = em_nat.train_tokenizer(

@@ -166,8 +166,7 @@ class EMTrainer:
         if self.pending_pushes:
             raise HubPushError(
                 f"Training finished and every round is saved under {args.output_dir}, but rounds "
-                f"{sorted(self.pending_pushes)} could not be pushed: {list(self.pending_pushes.values())[-1]} "
-                "Re-run the same command to push them (completed phases are not trained again)."
+                f"{sorted(self.pending_pushes)} could not be pushed. Last error: {list(self.pending_pushes.values())[-1]}"
             )
         return self.state["metrics"]
 

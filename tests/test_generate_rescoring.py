@@ -1,0 +1,27 @@
+"""NAT generate() with a length beam and AR rescoring keeps the candidate the AR scores best."""
+
+import pytest
+import torch
+from em_nat.modeling.decoding import ar_rescore, length_candidates
+
+
+def test_generate_with_rescoring_keeps_the_best_rescored_candidate(nat, tokenizer, pairs):
+    from em_nat import build_ar_model
+
+    torch.manual_seed(3)
+    ar = build_ar_model(tokenizer, nat.config).eval()
+    enc = tokenizer([pairs[0][0], pairs[7][0]], return_tensors="pt", padding=True)
+    predicted = nat.generate(**enc, return_dict_in_generate=True).lengths
+    out = nat.generate(**enc, length_beam=5, rescorer=ar, rescore_alpha=1.0, return_dict_in_generate=True)
+    for b in range(2):
+        source = {k: v[b : b + 1, : int(enc["attention_mask"][b].sum())] for k, v in enc.items()}
+        window = length_candidates(predicted[b : b + 1], 5, 1, nat.config.max_position_embeddings)[0]
+        best = None
+        for length in window.tolist():  # each length candidate alone, then scored by the AR
+            cand = nat.generate(**source, min_length=length, max_length=length)
+            _, score = ar_rescore(ar, source["input_ids"], None, cand[:, None], 0, 2, 0, alpha=1.0)
+            if best is None or score.item() > best[0]:
+                best = (score.item(), cand[0])
+        length = int(out.lengths[b])
+        assert out.sequences[b, :length].tolist() == best[1].tolist()
+        assert out.sequences_scores[b].item() == pytest.approx(best[0], abs=1e-4)

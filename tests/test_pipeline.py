@@ -68,3 +68,12 @@ def test_mismatched_tokenizer_is_a_clear_error(nat, pairs):
     assert len(other) > nat.config.vocab_size
     with pytest.raises(ValueError, match="Tokenizer and model do not match"):
         pipeline("translation", model=nat, tokenizer=other)
+
+
+def test_pipeline_passes_nat_decoding_knobs(nat, marian, tokenizer):
+    translator = pipeline("translation", model=nat, tokenizer=tokenizer)
+    text = "a dog likes the garden ."
+    enc = tokenizer([text], return_tensors="pt")
+    for knobs in ({"odd": False}, {"length_beam": 3}, {"length_beam": 3, "rescorer": marian, "rescore_alpha": 1.0}):
+        expected = tokenizer.batch_decode(nat.generate(**enc, **knobs), skip_special_tokens=True)[0].strip()
+        assert translator(text, **knobs)[0]["translation_text"] == expected

@@ -19,6 +19,7 @@ SHARED_SIZE_FIELDS = (
     "activation_dropout",
     "activation_function",
 )
+SPECIAL_FIELDS = ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id")
 
 
 def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict:
@@ -42,6 +43,22 @@ def build_nat_model(tokenizer: PreTrainedTokenizerBase, **config_kwargs) -> NATF
     return NATForConditionalGeneration(NATConfig(**{**config_kwargs, **_special_ids(tokenizer)}))
 
 
+def marian_config_like(nat_config: NATConfig, **config_kwargs) -> MarianConfig:
+    """A `MarianConfig` with the sizes, vocabulary and special ids of `nat_config` (shared embeddings; the decoder
+    starts from PAD, as Marian's do). `config_kwargs` override any field."""
+    copied = {name: getattr(nat_config, name) for name in SHARED_SIZE_FIELDS + SPECIAL_FIELDS}
+    return MarianConfig(
+        **{
+            **copied,
+            "scale_embedding": True,
+            "share_encoder_decoder_embeddings": True,
+            "decoder_start_token_id": nat_config.pad_token_id,
+            "forced_eos_token_id": nat_config.eos_token_id,
+            **config_kwargs,
+        }
+    )
+
+
 def build_ar_model(
     tokenizer: PreTrainedTokenizerBase, nat_config: NATConfig | None = None, **config_kwargs
 ) -> MarianMTModel:
@@ -49,20 +66,8 @@ def build_ar_model(
 
     Args:
         tokenizer: the joint tokenizer (shared embeddings: source, target and output projection).
-        nat_config: a [`NATConfig`] whose sizes the AR copies.
+        nat_config: a [`NATConfig`] whose sizes the AR copies (default: `NATConfig()`'s sizes).
         config_kwargs: `MarianConfig` fields that override the copied sizes.
     """
-    sizes = {name: getattr(nat_config, name) for name in SHARED_SIZE_FIELDS} if nat_config is not None else {}
-    ids = _special_ids(tokenizer)
-    config = MarianConfig(
-        **{
-            **sizes,
-            "scale_embedding": True,
-            "share_encoder_decoder_embeddings": True,
-            "decoder_start_token_id": ids["pad_token_id"],
-            "forced_eos_token_id": ids["eos_token_id"],
-            **config_kwargs,
-            **ids,
-        }
-    )
-    return MarianMTModel(config)
+    sized = nat_config if nat_config is not None else NATConfig(**_special_ids(tokenizer))
+    return MarianMTModel(marian_config_like(sized, **{**config_kwargs, **_special_ids(tokenizer)}))

@@ -22,10 +22,11 @@ import statistics
 import time
 
 import torch
-from transformers import MarianConfig, MarianMTModel
+from transformers import MarianMTModel
 
 import em_nat
 from em_nat.metrics import corpus_bleu, repeated_token_rate
+from em_nat.models import marian_config_like
 
 METHODS = ("ar_greedy", "ar_beam5", "nat_argmax", "nat_odd", "nat_lb9_odd_rescore")
 
@@ -69,23 +70,7 @@ def random_models(vocab_size=8000, d_model=256, layers=3, source_len=18, output_
     nat = em_nat.NATForConditionalGeneration(config).eval()
     with torch.no_grad():
         nat.model.length_predictor.bias[output_len + 1] = 1e4
-    ar = MarianMTModel(
-        MarianConfig(
-            vocab_size=vocab_size,
-            d_model=d_model,
-            encoder_layers=layers,
-            decoder_layers=layers,
-            encoder_attention_heads=4,
-            decoder_attention_heads=4,
-            encoder_ffn_dim=4 * d_model,
-            decoder_ffn_dim=4 * d_model,
-            max_position_embeddings=256,
-            pad_token_id=0,
-            eos_token_id=2,
-            decoder_start_token_id=0,
-            scale_embedding=True,
-        )
-    ).eval()
+    ar = MarianMTModel(marian_config_like(config)).eval()
     sources = torch.randint(4, vocab_size, (sentences, source_len))
     sources[:, -1] = 2
     ar_kwargs = {"min_new_tokens": output_len, "max_new_tokens": output_len}

@@ -200,7 +200,7 @@ def speedup(ar, nat, tokenizer, sources, num_beams):
 def results_table(metrics, output_dir, tokenizer, sources, num_beams):
     """AR; NAT on raw data; NAT after each round: BLEU, CM, repeated tokens, speed-up vs the round's AR."""
     lines = [
-        "| model | BLEU (beam / ODD) | BLEU argmax | CM of training targets | CM valid | repeats | speed-up |",
+        "| model | BLEU (AR beam / NAT ODD) | BLEU argmax | CM of training targets | CM valid | repeats (argmax) | speed-up |",
         "|---|---|---|---|---|---|---|",
     ]
     signature = None

@@ -36,7 +36,10 @@ def parse_args(argv=None):
     parser.add_argument("--ar", help="Folder of the AR (AutoModelForSeq2SeqLM) with its tokenizer.")
     parser.add_argument("--nat", help="Folder of the NAT with its tokenizer.")
     parser.add_argument("--source", help="Source sentences, one per line.")
-    parser.add_argument("--reference", help="References, one per line (optional: BLEU).")
+    parser.add_argument(
+        "--reference", nargs="+", help="Reference file(s), one sentence per line; several files = several references "
+        "per sentence (an empty line means no reference there). Optional: BLEU."
+    )
     parser.add_argument("--random-weights", action="store_true", help="Random models at the target sizes.")
     parser.add_argument("--demo", action="store_true", help="Train tiny models on the embedded task first.")
     parser.add_argument("--batch-sizes", default="1,8,32,128", help="Comma-separated batch sweep.")
@@ -88,8 +91,11 @@ def trained_models(args):
         sources = [line.strip() for line in handle]
     references = None
     if args.reference:
-        with open(args.reference, encoding="utf-8") as handle:
-            references = [line.strip() for line in handle]
+        streams = []
+        for path in args.reference:
+            with open(path, encoding="utf-8") as handle:
+                streams.append([line.strip() for line in handle])
+        references = [[ref for ref in refs if ref] for refs in zip(*streams)]  # per sentence, its references
     limit = nat.config.max_position_embeddings
     ids = tokenizer(sources, truncation=True, max_length=limit)["input_ids"]
     return ar, nat, tokenizer, ids, references, {"max_new_tokens": limit}

@@ -252,18 +252,22 @@ def run(argv):
 
 
 def run_demo_for_benchmark():
-    """Run (or resume) the embedded default and return (AR folder, NAT folder, source file, reference file)."""
+    """Run (or resume) the embedded default; return (AR folder, NAT folder, source file, reference files) of its
+    last round and the synthetic test split (all its references, one file per reference)."""
     from em_nat.synthetic import SyntheticTaskConfig, build_synthetic_task
 
     run([])
     last = os.path.join(DEFAULT_OUTPUT_DIR, f"round-{SYNTHETIC_PRESET['em']['num_rounds']}")
-    test = build_synthetic_task(SyntheticTaskConfig())["test"]
-    src, ref = os.path.join(DEFAULT_OUTPUT_DIR, "test.src"), os.path.join(DEFAULT_OUTPUT_DIR, "test.tgt")
-    with open(src, "w") as s_handle, open(ref, "w") as r_handle:
-        for pair in test["translation"]:
-            s_handle.write(pair["src"] + "\n")
-            r_handle.write(pair["tgt"] + "\n")
-    return os.path.join(last, "ar"), os.path.join(last, "nar"), src, ref
+    test = build_synthetic_task(SyntheticTaskConfig(num_train=SYNTHETIC_PRESET["model"]["synthetic_num_train"]))["test"]
+    src = os.path.join(DEFAULT_OUTPUT_DIR, "test.src")
+    with open(src, "w") as handle:
+        handle.writelines(pair["src"] + "\n" for pair in test["translation"])
+    width = max(len(refs) for refs in test["references"])
+    refs = [os.path.join(DEFAULT_OUTPUT_DIR, f"test.ref{k}") for k in range(width)]
+    for k, path in enumerate(refs):
+        with open(path, "w") as handle:
+            handle.writelines((r[k] if k < len(r) else "") + "\n" for r in test["references"])
+    return os.path.join(last, "ar"), os.path.join(last, "nar"), src, refs
 
 
 def main():

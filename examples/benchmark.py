@@ -37,8 +37,10 @@ def parse_args(argv=None):
     parser.add_argument("--nat", help="Folder of the NAT with its tokenizer.")
     parser.add_argument("--source", help="Source sentences, one per line.")
     parser.add_argument(
-        "--reference", nargs="+", help="Reference file(s), one sentence per line; several files = several references "
-        "per sentence (an empty line means no reference there). Optional: BLEU."
+        "--reference",
+        nargs="+",
+        help="Reference file(s), one sentence per line; several files = several references "
+        "per sentence (an empty line means no reference there). Optional: BLEU.",
     )
     parser.add_argument("--random-weights", action="store_true", help="Random models at the target sizes.")
     parser.add_argument("--demo", action="store_true", help="Train tiny models on the embedded task first.")

@@ -13,7 +13,6 @@ import time
 
 import torch
 from benchmark import random_models
-
 from em_nat.modeling.decoding import ar_rescore
 
 
@@ -53,12 +52,21 @@ def main():
         ("NAT generate, ODD", median_ms(lambda: nat.generate(x, mask, odd=True)), ""),
         ("NAT length beam 9 + ODD, no rescoring", median_ms(lambda: nat.generate(x, mask, length_beam=9)), ""),
         ("AR rescoring of 9 candidates alone", median_ms(lambda: ar_rescore(ar, x, mask, candidates, 0, 2, 0)), ""),
-        ("NAT length beam 9 + ODD + AR rescoring",
-         median_ms(lambda: nat.generate(x, mask, length_beam=9, rescorer=ar)), ""),
-        ("AR greedy (20 tokens)", median_ms(lambda: ar.generate(x, attention_mask=mask, num_beams=1, **ar_kwargs),
-                                            repeats=15), ""),
-        ("AR beam 5 (20 tokens)", median_ms(lambda: ar.generate(x, attention_mask=mask, num_beams=5, **ar_kwargs),
-                                            repeats=15), ""),
+        (
+            "NAT length beam 9 + ODD + AR rescoring",
+            median_ms(lambda: nat.generate(x, mask, length_beam=9, rescorer=ar)),
+            "",
+        ),
+        (
+            "AR greedy (20 tokens)",
+            median_ms(lambda: ar.generate(x, attention_mask=mask, num_beams=1, **ar_kwargs), repeats=15),
+            "",
+        ),
+        (
+            "AR beam 5 (20 tokens)",
+            median_ms(lambda: ar.generate(x, attention_mask=mask, num_beams=5, **ar_kwargs), repeats=15),
+            "",
+        ),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| step | ms (median) | note |\n|---|---|---|")

@@ -258,7 +258,9 @@ def run_demo_for_benchmark():
 
     run([])
     last = os.path.join(DEFAULT_OUTPUT_DIR, f"round-{SYNTHETIC_PRESET['em']['num_rounds']}")
-    test = build_synthetic_task(SyntheticTaskConfig(num_train=SYNTHETIC_PRESET["model"]["synthetic_num_train"]))["test"]
+    test = build_synthetic_task(SyntheticTaskConfig(num_train=SYNTHETIC_PRESET["model"]["synthetic_num_train"]))[
+        "test"
+    ]
     src = os.path.join(DEFAULT_OUTPUT_DIR, "test.src")
     with open(src, "w") as handle:
         handle.writelines(pair["src"] + "\n" for pair in test["translation"])

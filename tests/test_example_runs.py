@@ -126,3 +126,35 @@ def test_killed_run_resumes_without_losing_completed_phases(data_files, single_r
     assert "nar: resuming at update" in resumed.stderr
     final = json.loads((out / "em_state.json").read_text())["completed"]
     assert final.index("round-0/ar") == 0 and "round-2/saved" in final and len(final) == len(set(final))
+
+
+def test_benchmark_script_prints_ratios_measured_in_one_run(tmp_path):
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "benchmark.py"),
+        "--random-weights",
+        "--batch-sizes",
+        "1,2",
+        "--batch1-sentences",
+        "2",
+        "--max-sentences",
+        "4",
+        "--repeats",
+        "1",
+        "--warmup",
+        "1",
+        "--output_json",
+        str(tmp_path / "b.json"),
+        "--output_md",
+        str(tmp_path / "b.md"),
+    ]
+    proc = _run(command, cwd=tmp_path)
+    result = json.loads((tmp_path / "b.json").read_text())
+    methods = {(row["method"], row["batch_size"]) for row in result["rows"]}
+    assert methods == {
+        (m, b) for m in ("ar_greedy", "ar_beam5", "nat_argmax", "nat_odd", "nat_lb9_odd_rescore") for b in (1, 2)
+    }
+    for row in result["rows"]:
+        same = [r for r in result["rows"] if r["batch_size"] == row["batch_size"] and r["method"] == "ar_beam5"][0]
+        assert row["speedup_vs_ar_beam5"] == pytest.approx(row["sentences_per_s"] / same["sentences_per_s"])
+    assert "| nat_odd | 1 |" in proc.stdout and "Machine:" in proc.stdout

@@ -52,6 +52,7 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated subset of methods.")
     parser.add_argument("--rescore-alpha", type=float, default=0.6, help="GNMT alpha of AR rescoring.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default).")
+    parser.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda when available).")
     parser.add_argument("--output_json", default="benchmark.json")
     parser.add_argument("--output_md", default="benchmark.md")
     return parser.parse_args(argv)
@@ -117,7 +118,7 @@ def generate_fn(method, ar, nat, ar_kwargs, alpha):
     raise ValueError(f"Unknown method {method}; choose from {METHODS}.")
 
 
-def make_batches(ids, batch_size, pad_token_id):
+def make_batches(ids, batch_size, pad_token_id, device="cpu"):
     batches = []
     for start in range(0, len(ids), batch_size):
         rows = ids[start : start + batch_size]
@@ -125,6 +126,7 @@ def make_batches(ids, batch_size, pad_token_id):
         input_ids = torch.full((len(rows), longest), pad_token_id, dtype=torch.long)
         for i, r in enumerate(rows):
             input_ids[i, : len(r)] = torch.tensor(r)
+        input_ids = input_ids.to(device)
         batches.append({"input_ids": input_ids, "attention_mask": input_ids.ne(pad_token_id).long()})
     return batches
 
@@ -155,6 +157,8 @@ def time_methods(fns: dict, batches, repeats: int, warmup: int) -> dict:
             for batch in batches:
                 t0 = time.perf_counter()
                 outs.append(fn(batch))
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()  # GPU work is asynchronous: wait for it before reading the clock
                 per_batch[name].append(time.perf_counter() - t0)
             totals[name].append(time.perf_counter() - start)
             outputs[name] = outs
@@ -174,6 +178,8 @@ def run(args):
             raise SystemExit("Give --ar, --nat and --source (or --random-weights, or --demo).")
         ar, nat, tokenizer, ids, references, ar_kwargs = trained_models(args)
         setting = f"models {args.ar} / {args.nat}, {len(ids)} test sentences"
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ar, nat = ar.to(device), nat.to(device)
     pad = nat.config.pad_token_id
     start_token = getattr(ar.config, "decoder_start_token_id", None)
     methods = [m for m in args.methods.split(",") if m]
@@ -181,7 +187,7 @@ def run(args):
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         limit = args.batch1_sentences if batch_size == 1 else max(args.max_sentences, batch_size)
         subset = ids[:limit]
-        batches = make_batches(subset, batch_size, pad)
+        batches = make_batches(subset, batch_size, pad, device)
         fns = {m: generate_fn(m, ar, nat, ar_kwargs, args.rescore_alpha) for m in methods}
         for method, (total, latency, outputs) in time_methods(fns, batches, args.repeats, args.warmup).items():
             tokens = sum(count_tokens(out, pad, start_token if method.startswith("ar") else None) for out in outputs)
@@ -195,7 +201,9 @@ def run(args):
                 "total_s": total,
             }
             if tokenizer is not None:
-                texts = [t.strip() for out in outputs for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+                texts = [
+                    t.strip() for out in outputs for t in tokenizer.batch_decode(out.cpu(), skip_special_tokens=True)
+                ]
                 row["repeat_rate"] = repeated_token_rate([t.split() for t in texts])
                 if references is not None:
                     row["bleu"] = corpus_bleu(texts, references[: len(texts)])
@@ -219,6 +227,7 @@ def add_speedups(rows):
 
 
 def machine() -> str:
+    """The processor, the accelerator if any, torch and its thread count."""
     threads = torch.get_num_threads()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     return f"{platform.processor() or platform.machine()}, {device}, torch {torch.__version__}, {threads} threads"

@@ -162,3 +162,22 @@ def test_continued_ar_and_untrained_final_ar(tokenizer, pairs, tmp_path):
     ar1 = MarianMTModel.from_pretrained(run / "round-1" / "ar")
     ar2 = MarianMTModel.from_pretrained(run / "round-2" / "ar")
     assert all(torch.equal(a, b) for a, b in zip(ar1.state_dict().values(), ar2.state_dict().values()))
+
+
+def test_tensorboard_tracker_and_bf16_autocast(tokenizer, pairs, tmp_path):
+    ar, nat = _models(tokenizer)
+    args = _args(
+        tmp_path,
+        num_rounds=1,
+        report_to="tensorboard",
+        mixed_precision="bf16",
+        ar_max_steps=4,
+        nar_max_steps=4,
+        eval_steps=2,
+        train_raw_nat=False,
+    )
+    metrics = EMTrainer(ar, nat, tokenizer, _dataset(pairs), _dataset(pairs[:6]), args=args).train()
+    events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events)
+    assert metrics["round-1"]["em/settings"]["mixed_precision"] == "bf16"
+    assert metrics["round-1"]["nar/loss"] > 0

@@ -68,3 +68,25 @@ def batch(tokenizer, pairs):
     enc = tokenizer(sources, return_tensors="pt", padding=True)
     labels = tokenizer(text_target=targets, return_tensors="pt", padding=True)["input_ids"]
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def tiny_marian(vocab_size: int = 50, eos_token_id: int = 2, seed: int = 0):
+    """A tiny random stock MarianMTModel (PAD 0 is also the decoder start), the AR stand-in of unit tests."""
+    from transformers import MarianConfig, MarianMTModel
+
+    torch.manual_seed(seed)
+    config = MarianConfig(
+        vocab_size=vocab_size,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=eos_token_id,
+        decoder_start_token_id=0,
+    )
+    return MarianMTModel(config).eval()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import MarianConfig, MarianMTModel
+from conftest import tiny_marian as build_tiny_marian
 
 try:
     from em_nat.modeling import decoding
@@ -257,22 +257,7 @@ PAD, EOS, START = 0, 2, 0
 
 @pytest.fixture(scope="module")
 def tiny_marian():
-    torch.manual_seed(0)
-    config = MarianConfig(
-        vocab_size=50,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        decoder_start_token_id=START,
-    )
-    return MarianMTModel(config).eval()
+    return build_tiny_marian(vocab_size=50, eos_token_id=EOS)
 
 
 def make_rescoring_batch():

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from conftest import tiny_marian as build_tiny_marian
 from hub_server import hub_env, start_hub_server
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
@@ -13,7 +14,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from transformers import AutoConfig, MarianConfig, MarianMTModel
+from transformers import AutoConfig, MarianMTModel
 
 REPO = "test-user/tiny-nat"
 
@@ -139,22 +140,7 @@ def test_large_files_go_through_lfs(hub, api):
 
 
 def tiny_marian():
-    torch.manual_seed(0)
-    config = MarianConfig(
-        vocab_size=100,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    return MarianMTModel(config)
+    return build_tiny_marian(vocab_size=100, eos_token_id=1)
 
 
 def test_transformers_push_to_hub_and_from_pretrained(tmp_path, api):

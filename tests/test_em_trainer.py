@@ -164,7 +164,18 @@ def test_continued_ar_and_untrained_final_ar(tokenizer, pairs, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(ar1.state_dict().values(), ar2.state_dict().values()))
 
 
-def test_tensorboard_tracker_and_bf16_autocast(tokenizer, pairs, tmp_path):
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed-precision setting per process; reset it around a test that needs another one (as
+    accelerate's own tests do)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def test_tensorboard_tracker_and_bf16_autocast(tokenizer, pairs, tmp_path, fresh_accelerate_state):
     ar, nat = _models(tokenizer)
     args = _args(
         tmp_path,

@@ -158,3 +158,35 @@ def test_benchmark_script_prints_ratios_measured_in_one_run(tmp_path):
         same = [r for r in result["rows"] if r["batch_size"] == row["batch_size"] and r["method"] == "ar_beam5"][0]
         assert row["speedup_vs_ar_beam5"] == pytest.approx(row["sentences_per_s"] / same["sentences_per_s"])
     assert "| nat_odd | 1 |" in proc.stdout and "Machine:" in proc.stdout
+
+
+def test_example_script_with_a_pretrained_ar_and_tokenizer(data_files, tokenizer, tmp_path):
+    """--ar_model points at a locally saved AR with its tokenizer; with --train_initial_ar false it is AR_0 as is."""
+    import torch
+    from conftest import TINY_SIZES
+    from transformers import MarianMTModel
+
+    import em_nat
+
+    torch.manual_seed(5)
+    ar = em_nat.build_ar_model(tokenizer, em_nat.NATConfig(vocab_size=len(tokenizer), **TINY_SIZES))
+    ar.save_pretrained(tmp_path / "pretrained-ar")
+    tokenizer.save_pretrained(tmp_path / "pretrained-ar")
+    out = tmp_path / "run"
+    command = _command(
+        data_files,
+        out,
+        "--ar_model",
+        str(tmp_path / "pretrained-ar"),
+        "--train_initial_ar",
+        "false",
+        "--num_rounds",
+        "1",
+        steps=6,
+    )
+    _run(command, cwd=tmp_path)
+    ar0 = MarianMTModel.from_pretrained(out / "round-0" / "ar")
+    for name, tensor in ar.state_dict().items():
+        assert torch.equal(tensor, ar0.state_dict()[name]), name
+    assert (out / "round-1" / "nar" / "tokenizer.json").is_file()
+    assert json.loads((out / "round-0" / "metrics.json").read_text())["em/round"] == 0

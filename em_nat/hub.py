@@ -10,7 +10,6 @@ import os
 import time
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.errors import HfHubHTTPError
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +211,7 @@ def push_folder(
             api.create_branch(repo_id, branch=branch, revision=oid, exist_ok=True)
             logger.info(f"Pushed {folder} to {repo_id} (main and branch {branch}): {commit.commit_url}")
             return oid
-        except (HfHubHTTPError, OSError, ValueError) as error:  # connection errors are OSErrors
+        except Exception as error:  # noqa: BLE001 (HTTP errors, and transport errors whose class depends on the HTTP backend)
             last_error = error
             logger.warning(f"Push of {folder} to {repo_id}, attempt {attempt}/{max_attempts} failed: {error}")
             if attempt < max_attempts:

@@ -99,3 +99,11 @@ def test_failing_hub_is_retried_reported_and_keeps_local_checkpoints(server, tok
     _run(tokenizer, pairs, tmp_path).train()
     branches = {b.name for b in HfApi().list_repo_refs("test-user/em-nat-tiny").branches}
     assert {"round-0", "round-1"} <= branches
+
+
+def test_unreachable_hub_is_reported_and_keeps_local_checkpoints(server, tokenizer, pairs, tmp_path):
+    server.shutdown()  # nothing listens at the endpoint any more
+    with pytest.raises(hub.HubPushError, match="could not be pushed"):
+        _run(tokenizer, pairs, tmp_path).train()
+    for t in (0, 1):
+        assert (tmp_path / "run" / f"round-{t}" / "nar" / "model.safetensors").is_file()

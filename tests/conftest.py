@@ -90,3 +90,10 @@ def tiny_marian(vocab_size: int = 50, eos_token_id: int = 2, seed: int = 0):
         decoder_start_token_id=0,
     )
     return MarianMTModel(config).eval()
+
+
+def tiny_models(tokenizer, seed: int = 0):
+    """A tiny NAT and a Marian AR of the same size on `tokenizer`: the (ar, nat) pair of trainer tests."""
+    torch.manual_seed(seed)
+    nat = em_nat.build_nat_model(tokenizer, **TINY_SIZES)
+    return em_nat.build_ar_model(tokenizer, nat.config), nat

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_SIZES
+from conftest import tiny_models
 from datasets import Dataset, load_from_disk
 from transformers import MarianMTModel
 
@@ -37,10 +37,7 @@ def _args(tmp_path, **overrides):
 
 
 def _models(tokenizer):
-    torch.manual_seed(0)
-    nat = em_nat.build_nat_model(tokenizer, **TINY_SIZES)
-    ar = em_nat.build_ar_model(tokenizer, nat.config)
-    return ar, nat
+    return tiny_models(tokenizer)
 
 
 def test_two_em_rounds_write_every_round(tokenizer, pairs, tmp_path):

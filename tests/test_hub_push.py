@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import TINY_SIZES
+from conftest import tiny_models
 from datasets import Dataset
 from hub_server import hub_env, start_hub_server
 from huggingface_hub import HfApi, hf_hub_download
@@ -25,9 +25,7 @@ def server(tmp_path, monkeypatch):
 
 
 def _run(tokenizer, pairs, tmp_path, **overrides):
-    torch.manual_seed(0)
-    nat = em_nat.build_nat_model(tokenizer, **TINY_SIZES)
-    ar = em_nat.build_ar_model(tokenizer, nat.config)
+    ar, nat = tiny_models(tokenizer)
     settings = dict(
         output_dir=str(tmp_path / "run"),
         num_rounds=1,

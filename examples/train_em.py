@@ -77,20 +77,122 @@ SYNTHETIC_PRESET = {
 # keep_checkpoint="last": after round 0 the NAT trains on distilled targets, so a validation loss against the raw
 # references would pick an early, under-trained checkpoint.
 
+MULTI30K_DIR = os.path.join("..", "shared", "data", "multi30k_en_de")
+_MULTI30K_DATA = dict(
+    train=os.path.join(MULTI30K_DIR, "train"),
+    validation=os.path.join(MULTI30K_DIR, "valid"),
+    test=os.path.join(MULTI30K_DIR, "test"),
+    source_lang="en",
+    target_lang="de",
+)
+
+# Multi30k En->De on a 2-core CPU within 150 minutes: a model smaller than the paper's "small" (d 192, 3+3 layers),
+# N = 4 candidates from beam 4, and few epochs per phase. Every NAT is trained from scratch for the same number of
+# epochs (restart="nar"), so raw, KD and EM rows differ only in their training targets.
+MULTI30K_CPU_PRESET = {
+    "em": dict(
+        **_MULTI30K_DATA,
+        output_dir="runs/multi30k-cpu",
+        num_rounds=2,
+        num_candidates=4,
+        candidate_beam_size=4,
+        restart="nar",
+        ar_num_epochs=5,
+        ar_continue_max_steps=250,
+        nar_num_epochs=4,
+        train_final_ar=False,
+        keep_checkpoint="last",
+        warmup_steps=300,
+        max_tokens=2048,
+        eval_steps=1000,
+        save_steps=200,
+        ar_learning_rate=1e-3,
+        nar_learning_rate=2e-3,
+        max_target_length=96,
+        eval_num_beams=5,
+        generation_max_sentences=256,
+        hub_dataset_name="multi30k",
+    ),
+    "model": dict(
+        d_model=192,
+        encoder_layers=3,
+        decoder_layers=3,
+        attention_heads=4,
+        ffn_dim=768,
+        vocab_size=8000,
+        max_position_embeddings=128,
+        dropout=0.1,
+        decoder_input="uniform_copy",
+    ),
+}
+
+# Multi30k En->De on one GPU: the paper's small configuration (5 layers, d 256, FFN 1024, 4 heads) and N = 20.
+MULTI30K_GPU_PRESET = {
+    "em": dict(
+        **_MULTI30K_DATA,
+        output_dir="runs/multi30k-gpu",
+        num_rounds=3,
+        num_candidates=20,
+        candidate_beam_size=20,
+        restart="nar",
+        ar_num_epochs=40,
+        ar_continue_max_steps=1000,
+        nar_num_epochs=60,
+        train_final_ar=False,
+        keep_checkpoint="last",
+        warmup_steps=1000,
+        max_tokens=4096,
+        eval_steps=1000,
+        save_steps=500,
+        ar_learning_rate=7e-4,
+        nar_learning_rate=7e-4,
+        max_target_length=96,
+        eval_num_beams=5,
+        generation_max_sentences=512,
+        mixed_precision="bf16",
+        hub_dataset_name="multi30k",
+    ),
+    "model": dict(
+        d_model=256,
+        encoder_layers=5,
+        decoder_layers=5,
+        attention_heads=4,
+        ffn_dim=1024,
+        vocab_size=8000,
+        max_position_embeddings=128,
+        dropout=0.1,
+        decoder_input="uniform_copy",
+    ),
+}
+
+PRESETS = {"synthetic": SYNTHETIC_PRESET, "multi30k-cpu": MULTI30K_CPU_PRESET, "multi30k-gpu": MULTI30K_GPU_PRESET}
+
 
 @dataclass
 class ScriptArguments:
     """Data, tokenizer and model options of the example (EM options are `EMTrainingArguments`)."""
 
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Settings of a measured run: 'synthetic' (the default without data options), 'multi30k-cpu' or "
+            "'multi30k-gpu'. Options given on the command line override the preset's.",
+            "choices": list(PRESETS),
+        },
+    )
     train: str | None = field(
         default=None,
         metadata={"help": "Train data: a prefix (PREFIX.<lang> files), 'src_file,tgt_file', a .tsv or a .jsonl file."},
     )
     validation: str | None = field(default=None, metadata={"help": "Validation data, same forms as --train."})
+    test: str | None = field(
+        default=None, metadata={"help": "Test data, same forms as --train; scored once, after the last round."}
+    )
     data_format: str | None = field(default=None, metadata={"help": "Force 'text', 'tsv' or 'jsonl'."})
     dataset_name: str | None = field(default=None, metadata={"help": "A datasets name or saved folder."})
     dataset_config: str | None = field(default=None, metadata={"help": "Config of --dataset_name."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training pairs."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N pairs of each split."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Score only the first N test pairs."})
     synthetic_num_train: int = field(default=12000, metadata={"help": "Training pairs of the synthetic task."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic task."})
     ar_model: str | None = field(
@@ -110,20 +212,37 @@ class ScriptArguments:
     speed_sentences: int = field(default=50, metadata={"help": "Validation sentences timed for the speed-up."})
 
 
+def _option_names(argv) -> set:
+    return {a[2:].split("=")[0] for a in argv if a.startswith("--")}
+
+
+def _option_value(argv, name):
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def parse_args(argv):
+    """Parse the options; a preset (`--preset`, or 'synthetic' when no data is named) fills in what is not given."""
     argv = list(argv)
-    synthetic = not any(a.startswith(("--train", "--dataset_name")) for a in argv)
-    if "--output_dir" not in argv:
-        argv += ["--output_dir", DEFAULT_OUTPUT_DIR]
-    if synthetic:  # the preset's values are defaults; explicit options still win
-        preset = {**SYNTHETIC_PRESET["em"], **SYNTHETIC_PRESET["model"]}
-        given = {a.lstrip("-").split("=")[0] for a in argv if a.startswith("--")}
-        for key, value in preset.items():
-            if key not in given:
-                argv += [f"--{key}", str(value)]
+    given = _option_names(argv)
+    preset = _option_value(argv, "preset")
+    if preset is None and not given & {"train", "dataset_name"}:
+        preset = "synthetic"
+    if preset is not None and preset not in PRESETS:
+        raise SystemExit(f"error: unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    values = {"output_dir": DEFAULT_OUTPUT_DIR}
+    if preset is not None:
+        values.update({**PRESETS[preset]["em"], **PRESETS[preset]["model"]})
+    for key, value in values.items():
+        if key not in given:
+            argv += [f"--{key}", str(value)]
     parser = HfArgumentParser((ScriptArguments, EMTrainingArguments))
     script, em = parser.parse_args_into_dataclasses(argv)
-    return script, em, synthetic
+    return script, em, preset == "synthetic"
 
 
 def load_data(script, em, synthetic):
@@ -137,6 +256,7 @@ def load_data(script, em, synthetic):
     return load_parallel_data(
         train=split(script.train),
         validation=split(script.validation),
+        test=split(script.test),
         source_lang=em.source_lang,
         target_lang=em.target_lang,
         dataset_name=script.dataset_name,
@@ -248,7 +368,27 @@ def run(argv):
     with open(os.path.join(em.output_dir, "results.json"), "w") as handle:
         json.dump(metrics, handle, indent=1)
     print(table)
+    if "test" in data:
+        print(score_test_set(script, em, data["test"]))
     return metrics
+
+
+def score_test_set(script, em, test):
+    """Score every round on the test split once (examples/evaluate_em.py) and write the last round's NAT model card
+    next to it (`round-<T>/nar/README.md`, the card a push would upload). Returns the Markdown table."""
+    from evaluate_em import evaluate_run, write_results  # examples/evaluate_em.py
+
+    from em_nat.hub import build_model_card
+
+    pairs = test["translation"][: script.max_test_samples]
+    result = evaluate_run(em.output_dir, [p[em.source_lang] for p in pairs], [p[em.target_lang] for p in pairs])
+    last = em.num_rounds
+    with open(os.path.join(em.output_dir, f"round-{last}", "metrics.json")) as handle:
+        metrics = json.load(handle)
+    repo_id = em.hub_model_id or f"em-nat-{os.path.basename(os.path.normpath(em.output_dir))}"
+    card = build_model_card(last, em, metrics, repo_id, kind="nat")
+    card.save(os.path.join(em.output_dir, f"round-{last}", "nar", "README.md"))
+    return write_results(result, em.output_dir)
 
 
 def run_demo_for_benchmark():
@@ -272,8 +412,22 @@ def run_demo_for_benchmark():
     return os.path.join(last, "ar"), os.path.join(last, "nar"), src, refs
 
 
+def use_all_cores_when_alone():
+    """`accelerate launch` without a config starts one process with OMP_NUM_THREADS=1 on a machine without a GPU,
+    which halves training speed on a 2-core CPU. A lone CPU process launched that way uses every core instead;
+    pass `--num_cpu_threads_per_process N` to `accelerate launch` to choose another count."""
+    launched_by_accelerate = any(key.startswith("ACCELERATE_") for key in os.environ)
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if launched_by_accelerate and alone and os.environ.get("OMP_NUM_THREADS") == "1" and cores > 1:
+        if not torch.cuda.is_available():
+            torch.set_num_threads(cores)
+            logging.getLogger(__name__).info("one CPU process: using %d threads (accelerate had set 1)", cores)
+
+
 def main():
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    use_all_cores_when_alone()
     run(sys.argv[1:])
 
 

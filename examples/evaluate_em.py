@@ -1,0 +1,217 @@
+"""Score an EM run on a test set once, after its last round: the results table of the README.
+
+Rows: the round-0 AR (greedy, beam 5) and every round's NAT (raw data, round 1 = KD, later rounds = EM), each with
+argmax, ODD, and length beam 9 + ODD + rescoring by the round-0 AR. Columns: sacreBLEU (signature printed), CM of
+the round's NAT training targets (from the run's metrics), repeated-token rate of the outputs, and speed-up against
+AR beam 5 at batch 1 and batch 128, timed side by side in this run (`benchmark.time_methods`).
+
+    python examples/evaluate_em.py --run_dir runs/multi30k-cpu \
+        --source ../shared/data/multi30k_en_de/test.en --reference ../shared/data/multi30k_en_de/test.de
+
+`examples/train_em.py --preset multi30k-cpu` runs this itself at the end. Writes `test_results.{md,json}` into
+the run folder and prints the table.
+"""
+
+import argparse
+import json
+import os
+import re
+
+import torch
+from benchmark import generate_fn, machine, make_batches, time_methods  # examples/benchmark.py
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+import em_nat
+from em_nat.metrics import corpus_bleu, repeated_token_rate
+
+NAT_DECODINGS = {"nat_argmax": "argmax", "nat_odd": "ODD", "nat_lb9_odd_rescore": "LB 9 + ODD + AR rescoring"}
+AR_DECODINGS = {"ar_greedy": "greedy", "ar_beam5": "beam 5"}
+
+
+def round_folders(run_dir: str) -> list[tuple[int, str]]:
+    """(round, folder) of every finished round of a run, in order."""
+    rounds = []
+    for name in os.listdir(run_dir):
+        match = re.fullmatch(r"round-(\d+)", name)
+        if match and os.path.isfile(os.path.join(run_dir, name, "metrics.json")):
+            rounds.append((int(match.group(1)), os.path.join(run_dir, name)))
+    if not rounds:
+        raise FileNotFoundError(
+            f"No finished round (round-<t>/metrics.json) under {run_dir}; train first with examples/train_em.py."
+        )
+    return sorted(rounds)
+
+
+def nat_label(round_index: int) -> str:
+    return (
+        "NAT, raw data"
+        if round_index == 0
+        else ("NAT, round 1 (KD)" if round_index == 1 else f"NAT, round {round_index} (EM)")
+    )
+
+
+def load_run(run_dir: str):
+    """The tokenizer, AR_0 and every round's NAT of a run, with each round's metrics."""
+    rounds = round_folders(run_dir)
+    first = rounds[0][1]
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(first, "nar"))
+    ar = AutoModelForSeq2SeqLM.from_pretrained(os.path.join(first, "ar")).eval()
+    nats, metrics = {}, {}
+    for t, folder in rounds:
+        with open(os.path.join(folder, "metrics.json")) as handle:
+            metrics[t] = json.load(handle)
+        if os.path.isdir(os.path.join(folder, "nar")):
+            nats[t] = em_nat.NATForConditionalGeneration.from_pretrained(os.path.join(folder, "nar")).eval()
+    em_nat.trainers.check_models_share_tokenizer(ar, next(iter(nats.values())), tokenizer)
+    return tokenizer, ar, nats, metrics
+
+
+def method_functions(ar, nats: dict, max_new_tokens: int, alpha: float) -> dict:
+    """name -> batch function: AR greedy / beam 5, and per round `r<t>/<decoding>` for the NAT."""
+    fns = {m: generate_fn(m, ar, None, {"max_new_tokens": max_new_tokens}, alpha) for m in AR_DECODINGS}
+    for t, nat in nats.items():
+        for m in NAT_DECODINGS:
+            fns[f"r{t}/{m}"] = generate_fn(m, ar, nat, {}, alpha)
+    return fns
+
+
+def content_ids(rows, special_ids: set) -> list[list[int]]:
+    return [[i for i in row if i not in special_ids] for row in rows.tolist()]
+
+
+def evaluate_run(
+    run_dir: str,
+    sources: list[str],
+    references: list[str],
+    batch1_sentences: int = 100,
+    batch_size: int = 128,
+    alpha: float = 0.6,
+    warmup: int = 2,
+) -> dict:
+    """Decode `sources` with every method at `batch_size` (BLEU, repeats, throughput) and the first
+    `batch1_sentences` at batch 1 (latency); speed-ups are against AR beam 5 at the same batch size."""
+    tokenizer, ar, nats, metrics = load_run(run_dir)
+    limit = next(iter(nats.values())).config.max_position_embeddings
+    ids = tokenizer(sources, truncation=True, max_length=limit)["input_ids"]
+    fns = method_functions(ar, nats, limit, alpha)
+    special = set(tokenizer.all_special_ids)
+    pad = tokenizer.pad_token_id
+    big = time_methods(fns, make_batches(ids, batch_size, pad), repeats=1, warmup=warmup)
+    small = time_methods(fns, make_batches(ids[:batch1_sentences], 1, pad), repeats=1, warmup=warmup)
+    rows = []
+    for name, (total, _, outputs) in big.items():
+        tokens = [row for out in outputs for row in content_ids(out, special)]
+        texts = [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+        round_index = None if name.startswith("ar") else int(name.split("/")[0][1:])
+        method = name.split("/")[-1]
+        rows.append(
+            {
+                "name": name,
+                "model": "AR, round 0" if round_index is None else nat_label(round_index),
+                "round": round_index,
+                "decoding": AR_DECODINGS.get(method) or NAT_DECODINGS[method],
+                "bleu": corpus_bleu(texts, references),
+                "cm_train_targets": None if round_index is None else metrics[round_index].get("em/cm"),
+                "repeat_rate": repeated_token_rate(tokens),
+                f"sentences_per_s_batch{batch_size}": len(sources) / total,
+                "sentences_per_s_batch1": min(batch1_sentences, len(sources)) / small[name][0],
+            }
+        )
+    for row in rows:
+        for key in (f"sentences_per_s_batch{batch_size}", "sentences_per_s_batch1"):
+            base = next(r[key] for r in rows if r["name"] == "ar_beam5")
+            row["speedup_vs_ar_beam5_" + key.rsplit("_", 1)[1]] = row[key] / base
+    return {
+        "run_dir": run_dir,
+        "test_sentences": len(sources),
+        "batch1_sentences": min(batch1_sentences, len(sources)),
+        "batch_size": batch_size,
+        "rescore_alpha": alpha,
+        "machine": machine(),
+        "rows": rows,
+        "targets": check_targets(rows),
+    }
+
+
+def check_targets(rows) -> dict:
+    """The issue's targets: BLEU(last EM NAT, ODD + rescoring) / BLEU(AR beam 5) >= 0.95, without rescoring >= 0.90,
+    and EM >= KD >= raw (NAT with ODD)."""
+    bleu = {r["name"]: r["bleu"]["score"] for r in rows}
+    rounds = sorted({r["round"] for r in rows if r["round"] is not None})
+    last, ar = rounds[-1], bleu["ar_beam5"]
+    result = {
+        "ratio_rescored": bleu[f"r{last}/nat_lb9_odd_rescore"] / ar if ar else float("nan"),
+        "ratio_odd": bleu[f"r{last}/nat_odd"] / ar if ar else float("nan"),
+    }
+    result["ratio_rescored_met"] = result["ratio_rescored"] >= 0.95
+    result["ratio_odd_met"] = result["ratio_odd"] >= 0.90
+    if len(rounds) >= 3 and rounds[:2] == [0, 1]:
+        odd = [bleu[f"r{t}/nat_odd"] for t in rounds]
+        result["em_ge_kd_ge_raw"] = max(odd[2:]) >= odd[1] >= odd[0]
+    return result
+
+
+def markdown(result: dict) -> str:
+    b = result["batch_size"]
+    lines = [
+        f"| model | decoding | BLEU | CM of training targets | repeated tokens | speed-up batch 1 | speed-up batch {b} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        cm = "-" if r["cm_train_targets"] is None else f"{r['cm_train_targets']:.2f}"
+        lines.append(
+            f"| {r['model']} | {r['decoding']} | {r['bleu']['score']:.2f} | {cm} | {100 * r['repeat_rate']:.1f}% | "
+            f"{r['speedup_vs_ar_beam5_batch1']:.2f}x | {r[f'speedup_vs_ar_beam5_batch{b}']:.2f}x |"
+        )
+    t = result["targets"]
+    lines += [
+        "",
+        f"Test sentences: {result['test_sentences']} (batch 1 timing: the first {result['batch1_sentences']}). "
+        f"Machine: {result['machine']}. Rescoring: round-0 AR, GNMT alpha {result['rescore_alpha']}.",
+        f"sacreBLEU signature: {result['rows'][0]['bleu']['signature']}",
+        "",
+        f"BLEU(last NAT, LB 9 + ODD + rescoring) / BLEU(AR beam 5) = {t['ratio_rescored']:.3f} (target 0.95: "
+        f"{'met' if t['ratio_rescored_met'] else 'missed'}); with ODD alone {t['ratio_odd']:.3f} (target 0.90: "
+        f"{'met' if t['ratio_odd_met'] else 'missed'})"
+        + (f"; EM >= KD >= raw (ODD): {'yes' if t['em_ge_kd_ge_raw'] else 'no'}." if "em_ge_kd_ge_raw" in t else "."),
+    ]
+    return "\n".join(lines)
+
+
+def read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle]
+
+
+def write_results(result: dict, run_dir: str) -> str:
+    table = markdown(result)
+    with open(os.path.join(run_dir, "test_results.json"), "w") as handle:
+        json.dump(result, handle, indent=1)
+    with open(os.path.join(run_dir, "test_results.md"), "w") as handle:
+        handle.write(table + "\n")
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run_dir", required=True, help="Output folder of examples/train_em.py.")
+    parser.add_argument("--source", required=True, help="Test sources, one per line.")
+    parser.add_argument("--reference", required=True, help="Test references, one per line.")
+    parser.add_argument("--batch1_sentences", type=int, default=100, help="Sentences timed at batch 1.")
+    parser.add_argument("--batch_size", type=int, default=128, help="The large batch size.")
+    parser.add_argument("--rescore_alpha", type=float, default=0.6, help="GNMT alpha (paper: 0.6 En-De).")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default).")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources, references = read_lines(args.source), read_lines(args.reference)
+    if len(sources) != len(references):
+        raise SystemExit(f"{args.source} has {len(sources)} lines but {args.reference} has {len(references)}.")
+    result = evaluate_run(
+        args.run_dir, sources, references, args.batch1_sentences, args.batch_size, args.rescore_alpha
+    )
+    print(write_results(result, args.run_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""examples/evaluate_em.py (the test-set results table of a run) and the presets of examples/train_em.py."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tiny_models
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import evaluate_em  # noqa: E402
+import train_em  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tokenizer):
+    """A run folder as the trainer leaves it: AR_0, a NAT per round, each round's metrics.json."""
+    out = tmp_path_factory.mktemp("run")
+    for t in range(3):
+        ar, nat = tiny_models(tokenizer, seed=t)
+        folder = out / f"round-{t}"
+        nat.save_pretrained(folder / "nar")
+        tokenizer.save_pretrained(folder / "nar")
+        ar.save_pretrained(folder / "ar")
+        (folder / "metrics.json").write_text(json.dumps({"em/round": t, "em/cm": 10.0 - t}))
+    return out
+
+
+def test_evaluate_run_scores_every_round_and_decoding(run_dir, pairs):
+    sources, references = [s for s, _ in pairs[:6]], [t for _, t in pairs[:6]]
+    result = evaluate_em.evaluate_run(str(run_dir), sources, references, batch1_sentences=2, batch_size=4, warmup=0)
+    names = [r["name"] for r in result["rows"]]
+    expected = ["ar_greedy", "ar_beam5"] + [f"r{t}/{m}" for t in range(3) for m in evaluate_em.NAT_DECODINGS]
+    assert names == expected
+    for row in result["rows"]:
+        assert row["bleu"]["signature"].startswith("nrefs:1")
+        assert 0.0 <= row["repeat_rate"] <= 1.0
+        assert row["speedup_vs_ar_beam5_batch1"] > 0 and row["speedup_vs_ar_beam5_batch4"] > 0
+    beam = result["rows"][1]
+    assert beam["speedup_vs_ar_beam5_batch1"] == 1.0 and beam["speedup_vs_ar_beam5_batch4"] == 1.0
+    assert [r["cm_train_targets"] for r in result["rows"]] == [None, None] + [10.0] * 3 + [9.0] * 3 + [8.0] * 3
+    assert [r["model"] for r in result["rows"][2::3]] == ["NAT, raw data", "NAT, round 1 (KD)", "NAT, round 2 (EM)"]
+    assert result["test_sentences"] == 6 and result["batch1_sentences"] == 2
+    table = evaluate_em.write_results(result, str(run_dir))
+    assert sum(line.startswith("| ") for line in table.splitlines()) == len(expected) + 1  # header + a line a row
+    assert (run_dir / "test_results.md").read_text().strip() == table.strip()
+    assert json.loads((run_dir / "test_results.json").read_text())["rows"][0]["name"] == "ar_greedy"
+
+
+def _rows(ar_beam, raw, kd, em, em_rescored):
+    bleu = {
+        "ar_beam5": ar_beam,
+        "r0/nat_odd": raw,
+        "r1/nat_odd": kd,
+        "r2/nat_odd": em,
+        "r2/nat_lb9_odd_rescore": em_rescored,
+    }
+    return [
+        {"name": name, "round": None if name.startswith("ar") else int(name[1]), "bleu": {"score": score}}
+        for name, score in bleu.items()
+    ]
+
+
+def test_targets_are_checked_against_the_issue_thresholds():
+    met = evaluate_em.check_targets(_rows(40.0, 20.0, 30.0, 36.5, 38.0))
+    assert met["ratio_rescored"] == pytest.approx(0.95) and met["ratio_rescored_met"]
+    assert met["ratio_odd"] == pytest.approx(36.5 / 40) and met["ratio_odd_met"] and met["em_ge_kd_ge_raw"]
+    missed = evaluate_em.check_targets(_rows(40.0, 31.0, 30.0, 35.0, 37.9))
+    assert not missed["ratio_rescored_met"] and not missed["ratio_odd_met"] and not missed["em_ge_kd_ge_raw"]
+
+
+def test_evaluate_run_without_rounds_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train first"):
+        evaluate_em.evaluate_run(str(tmp_path), ["a"], ["b"])
+
+
+def test_multi30k_presets_fill_in_what_the_command_line_leaves_out():
+    script, em, synthetic = train_em.parse_args(["--preset", "multi30k-cpu", "--num_rounds", "3"])
+    assert not synthetic and script.preset == "multi30k-cpu"
+    assert script.train.endswith("multi30k_en_de/train") and script.test.endswith("multi30k_en_de/test")
+    assert (em.source_lang, em.target_lang, em.output_dir) == ("en", "de", "runs/multi30k-cpu")
+    assert em.num_rounds == 3  # the command line wins
+    assert (script.d_model, script.encoder_layers, em.num_candidates) == (192, 3, 4)
+    script, em, _ = train_em.parse_args(["--preset=multi30k-gpu"])
+    assert (script.d_model, script.encoder_layers, script.ffn_dim, script.attention_heads) == (256, 5, 1024, 4)
+    assert em.num_candidates == 20 and em.candidate_beam_size == 20 and em.mixed_precision == "bf16"
+    _, em, synthetic = train_em.parse_args([])
+    assert synthetic and em.output_dir == train_em.DEFAULT_OUTPUT_DIR and em.source_lang == "src"
+
+
+def test_unknown_preset_is_refused_with_the_choices():
+    with pytest.raises(SystemExit, match="multi30k-cpu"):
+        train_em.parse_args(["--preset", "multi30k"])

@@ -186,8 +186,6 @@ def push_folder(
     """
     max_attempts = PUSH_ATTEMPTS if max_attempts is None else max_attempts
     backoff = PUSH_BACKOFF_SECONDS if backoff is None else backoff
-    max_attempts = PUSH_ATTEMPTS if max_attempts is None else max_attempts
-    backoff = PUSH_BACKOFF_SECONDS if backoff is None else backoff
     api = HfApi(token=token)
     branch = f"round-{round_index}"
     last_error = None

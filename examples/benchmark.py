@@ -17,6 +17,7 @@ Writes `--output_json` and `--output_md`; prints the Markdown table.
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -226,11 +227,23 @@ def add_speedups(rows):
                 row[f"speedup_vs_{base}"] = row["sentences_per_s"] / same[base]["sentences_per_s"]
 
 
+def processor_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    """The processor, the accelerator if any, torch and its thread count."""
+    """The processor and its core count, the accelerator if any, torch and its thread count."""
     threads = torch.get_num_threads()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    return f"{platform.processor() or platform.machine()}, {device}, torch {torch.__version__}, {threads} threads"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{processor_name()} ({os.cpu_count()} cores), {device}, torch {torch.__version__}, {threads} threads"
 
 
 def markdown(result) -> str:

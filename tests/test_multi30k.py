@@ -1,0 +1,86 @@
+"""The real-data pipeline on Multi30k at reduced size (3,000 training pairs, tiny models), end to end:
+`examples/train_em.py --preset multi30k-cpu` with smaller sizes, then the test-set table and the model card.
+
+Slow (a few minutes); skipped when ../shared/data/multi30k_en_de is absent. Run: python -m pytest -m slow
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "multi30k_en_de"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DATA / "train.en").is_file(), reason=f"Multi30k not found at {DATA}"),
+]
+
+REDUCED = (
+    "--max_train_samples 3000 --max_test_samples 100 --vocab_size 1000 --d_model 64 --encoder_layers 1 "
+    "--decoder_layers 1 --attention_heads 2 --ffn_dim 128 --num_candidates 2 --candidate_beam_size 2 "
+    "--ar_max_steps 300 --nar_max_steps 200 --ar_learning_rate 3e-3 --nar_learning_rate 3e-3 --ar_continue_max_steps 30 --warmup_steps 50 --max_tokens 1024 "
+    "--eval_steps 1000 --save_steps 50 --eval_max_samples 100 --speed_sentences 5"
+).split()
+
+
+@pytest.fixture(scope="module")
+def reduced_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("multi30k") / "run"
+    command = [sys.executable, "examples/train_em.py", "--preset", "multi30k-cpu", "--output_dir", str(out), *REDUCED]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc
+
+
+def test_every_round_is_trained_and_scored_once_on_test(reduced_run):
+    out, proc = reduced_run
+    for t in range(3):
+        assert (out / f"round-{t}" / "nar" / "model.safetensors").is_file()
+        metrics = json.loads((out / f"round-{t}" / "metrics.json").read_text())
+        assert metrics["em/cm"] > 0 and metrics["eval/bleu_nar_odd"]["signature"].startswith("nrefs:1")
+    result = json.loads((out / "test_results.json").read_text())
+    assert result["test_sentences"] == 100
+    assert len(result["rows"]) == 2 + 3 * 3  # AR greedy / beam 5; raw, KD, EM NAT x argmax / ODD / LB 9 + rescoring
+    assert {r["decoding"] for r in result["rows"]} == {
+        "greedy",
+        "beam 5",
+        "argmax",
+        "ODD",
+        "LB 9 + ODD + AR rescoring",
+    }
+    assert (out / "test_results.md").read_text().strip() in proc.stdout
+    assert "| NAT, round 2 (EM) | LB 9 + ODD + AR rescoring |" in proc.stdout
+    # the AR trained on 3,000 real pairs for 300 updates already translates a little
+    assert next(r for r in result["rows"] if r["name"] == "ar_beam5")["bleu"]["score"] > 1.0
+    round0 = json.loads((out / "round-0" / "metrics.json").read_text())
+    assert round0["ar/eval_loss"] < math.log(1000) - 1 and round0["nar/eval_loss"] < math.log(1000) - 1
+
+
+def test_tokenizer_is_trained_on_train_only_at_the_asked_size(reduced_run):
+    from transformers import AutoTokenizer
+
+    out, _ = reduced_run
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    assert len(tokenizer) <= 1000
+    assert tokenizer.pad_token_id == 0 and tokenizer.eos_token_id == 2
+
+
+def test_model_card_of_the_last_round_and_the_pipeline(reduced_run):
+    from transformers import pipeline
+
+    import em_nat  # noqa: F401  (registers the NAT and pipeline("translation"))
+
+    out, _ = reduced_run
+    card = (out / "round-2" / "nar" / "README.md").read_text()
+    for text in ("model-index", "multi30k", "sacreBLEU", "em-round-2", "pipeline_tag: translation", "language:"):
+        assert text in card
+    translator = pipeline("translation", model=str(out / "round-2" / "nar"))
+    result = translator("A man is riding a bicycle.")
+    assert isinstance(result[0]["translation_text"], str) and result[0]["translation_text"]

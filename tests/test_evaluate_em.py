@@ -93,3 +93,21 @@ def test_multi30k_presets_fill_in_what_the_command_line_leaves_out():
 def test_unknown_preset_is_refused_with_the_choices():
     with pytest.raises(SystemExit, match="multi30k-cpu"):
         train_em.parse_args(["--preset", "multi30k"])
+
+
+def test_lone_cpu_process_under_accelerate_launch_uses_every_core(monkeypatch):
+    calls = []
+    monkeypatch.setattr(train_em.torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(train_em.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(train_em.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    train_em.use_all_cores_when_alone()
+    assert calls == [2]
+    monkeypatch.setenv("WORLD_SIZE", "2")  # several processes share the cores: leave their threads alone
+    train_em.use_all_cores_when_alone()
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # chosen by the user (--num_cpu_threads_per_process)
+    train_em.use_all_cores_when_alone()
+    assert calls == [2]

@@ -3,7 +3,8 @@
 Rows: the round-0 AR (greedy, beam 5) and every round's NAT (raw data, round 1 = KD, later rounds = EM), each with
 argmax, ODD, and length beam 9 + ODD + rescoring by the round-0 AR. Columns: sacreBLEU (signature printed), CM of
 the round's NAT training targets (from the run's metrics), repeated-token rate of the outputs, and speed-up against
-AR beam 5 at batch 1 and batch 128, timed side by side in this run (`benchmark.time_methods`).
+AR beam 5 at batch 1 and batch 128, timed side by side in this run (`benchmark.time_methods`). The AR stops where
+it did in training (the run's `max_target_length` and `generation_max_len_a/b` cap).
 
     python examples/evaluate_em.py --run_dir runs/multi30k-cpu \
         --source ../shared/data/multi30k_en_de/test.en --reference ../shared/data/multi30k_en_de/test.de
@@ -19,6 +20,7 @@ import re
 
 import torch
 from benchmark import generate_fn, machine, make_batches, time_methods  # examples/benchmark.py
+from em_nat.trainers.candidates import length_cap
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import em_nat
@@ -66,9 +68,19 @@ def load_run(run_dir: str):
     return tokenizer, ar, nats, metrics
 
 
-def method_functions(ar, nats: dict, max_new_tokens: int, alpha: float) -> dict:
+def capped_ar_fn(method, ar, max_new_tokens: int, max_len_a: float, max_len_b: int):
+    """AR decoding with the run's per-batch length cap (`length_cap`), as in training and validation."""
+
+    def fn(batch):
+        cap = length_cap(batch["input_ids"].shape[1], max_new_tokens, max_len_a, max_len_b)
+        return generate_fn(method, ar, None, {"max_new_tokens": cap}, 0.0)(batch)
+
+    return fn
+
+
+def method_functions(ar, nats: dict, max_new_tokens: int, alpha: float, max_len_a=0.0, max_len_b=0) -> dict:
     """name -> batch function: AR greedy / beam 5, and per round `r<t>/<decoding>` for the NAT."""
-    fns = {m: generate_fn(m, ar, None, {"max_new_tokens": max_new_tokens}, alpha) for m in AR_DECODINGS}
+    fns = {m: capped_ar_fn(m, ar, max_new_tokens, max_len_a, max_len_b) for m in AR_DECODINGS}
     for t, nat in nats.items():
         for m in NAT_DECODINGS:
             fns[f"r{t}/{m}"] = generate_fn(m, ar, nat, {}, alpha)
@@ -93,7 +105,9 @@ def evaluate_run(
     tokenizer, ar, nats, metrics = load_run(run_dir)
     limit = next(iter(nats.values())).config.max_position_embeddings
     ids = tokenizer(sources, truncation=True, max_length=limit)["input_ids"]
-    fns = method_functions(ar, nats, limit, alpha)
+    settings = metrics[min(metrics)].get("em/settings", {})
+    max_len_a, max_len_b = settings.get("generation_max_len_a", 0.0), settings.get("generation_max_len_b", 0)
+    fns = method_functions(ar, nats, min(limit, settings.get("max_target_length", limit)), alpha, max_len_a, max_len_b)
     special = set(tokenizer.all_special_ids)
     pad = tokenizer.pad_token_id
     big = time_methods(fns, make_batches(ids, batch_size, pad), repeats=1, warmup=warmup)

@@ -78,6 +78,14 @@ class EMTrainingArguments:
     seed: int = field(default=0, metadata={"help": "Seed of initialisation, batching and dropout."})
 
     generation_max_sentences: int = field(default=64, metadata={"help": "Sources per candidate/eval batch."})
+    generation_max_len_a: float = field(
+        default=0.0,
+        metadata={
+            "help": "AR generation (candidates, validation) stops at max_len_a * longest source of the batch + "
+            "max_len_b new tokens, at most max_target_length (fairseq's --max-len-a/b); 0 = max_target_length only."
+        },
+    )
+    generation_max_len_b: int = field(default=10, metadata={"help": "See generation_max_len_a."})
     eval_num_beams: int = field(default=5, metadata={"help": "AR beam width when scoring BLEU on valid."})
     eval_max_samples: int = field(default=-1, metadata={"help": "Valid pairs used for BLEU and CM; -1 = all."})
 
@@ -98,6 +106,11 @@ class EMTrainingArguments:
             raise ValueError(
                 f"candidate_beam_size ({self.candidate_beam_size}) must be >= num_candidates "
                 f"({self.num_candidates}): beam search returns at most beam-size hypotheses."
+            )
+        if self.generation_max_len_a < 0 or self.generation_max_len_b < 0:
+            raise ValueError(
+                f"generation_max_len_a ({self.generation_max_len_a}) and generation_max_len_b "
+                f"({self.generation_max_len_b}) must be >= 0; generation_max_len_a=0 turns the cap off."
             )
         if self.nar_targets not in NAR_TARGETS:
             raise ValueError(f"nar_targets must be one of {NAR_TARGETS}, got {self.nar_targets!r}.")

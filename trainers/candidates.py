@@ -5,6 +5,8 @@ exactly once whatever the number of processes. Selection keeps, for each source,
 NAR total log-likelihood (length term included, not length-normalised); ties go to the better beam rank.
 """
 
+import math
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
@@ -48,6 +50,16 @@ def map_sharded(fn, batches: list[list[int]], accelerator: Accelerator, desc: st
     return by_index
 
 
+def length_cap(longest_source: int, max_new_tokens: int, max_len_a: float = 0.0, max_len_b: int = 0) -> int:
+    """New-token limit of an AR batch: `max_len_a * longest_source + max_len_b` (fairseq's --max-len-a/b), never
+    above `max_new_tokens`; `max_len_a=0` keeps `max_new_tokens`. A weak AR can loop on a long source until the
+    limit, and one such hypothesis keeps its whole batch decoding, so a cap tied to the source saves most of the
+    time spent on long batches."""
+    if max_len_a <= 0:
+        return max_new_tokens
+    return max(1, min(max_new_tokens, math.ceil(max_len_a * longest_source) + max_len_b))
+
+
 def strip_generated(ids: torch.Tensor, pad_token_id: int, eos_token_id: int, start_token_id: int | None) -> list[int]:
     """AR output row -> target ids: drop the decoder start token, cut after the first EOS, drop padding."""
     tokens = ids.tolist()
@@ -71,6 +83,8 @@ def generate_candidates(
     eos_token_id: int,
     max_new_tokens: int,
     max_sentences: int = 64,
+    max_len_a: float = 0.0,
+    max_len_b: int = 0,
 ) -> tuple[list[list[list[int]]], list[list[float]]]:
     """Top-`num_candidates` AR beam hypotheses for every source.
 
@@ -78,6 +92,7 @@ def generate_candidates(
         ar_model: an unwrapped `AutoModelForSeq2SeqLM`.
         sources: tokenized sources (EOS-terminated id lists).
         num_candidates: N hypotheses kept per source; `beam_size` must be >= N.
+        max_len_a, max_len_b: per-batch length cap (`length_cap`).
     Returns:
         `(candidates, scores)`: per source, N target id lists (EOS-terminated, best first) and their beam scores.
     """
@@ -93,7 +108,7 @@ def generate_candidates(
             attention_mask=attention_mask,
             num_beams=beam_size,
             num_return_sequences=num_candidates,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=length_cap(input_ids.shape[1], max_new_tokens, max_len_a, max_len_b),
             do_sample=False,
             output_scores=True,
             return_dict_in_generate=True,
@@ -126,9 +141,12 @@ def translate(
     pad_token_id: int,
     eos_token_id: int,
     max_sentences: int = 64,
+    max_len_a: float = 0.0,
+    max_len_b: int = 0,
     **generate_kwargs,
 ) -> list[list[int]]:
     """Generate one output per source with `model.generate(**generate_kwargs)` (AR or NAT), sharded and gathered.
+    When `max_new_tokens` is given, each batch is capped by `length_cap(longest source, ...)`.
 
     Returns:
         per source, the output ids (EOS-terminated, no start token, no padding).
@@ -138,7 +156,10 @@ def translate(
 
     def run(indices):
         input_ids, attention_mask = pad_sources(sources, indices, pad_token_id, accelerator.device)
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs).cpu()
+        kwargs = dict(generate_kwargs)
+        if "max_new_tokens" in kwargs:
+            kwargs["max_new_tokens"] = length_cap(input_ids.shape[1], kwargs["max_new_tokens"], max_len_a, max_len_b)
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs).cpu()
         return [(i, strip_generated(out[r], pad_token_id, eos_token_id, start)) for r, i in enumerate(indices)]
 
     batches = length_sorted_batches([len(s) for s in sources], 10**9, max_sentences)

@@ -235,6 +235,8 @@ class EMTrainer:
                 self.tokenizer.eos_token_id,
                 self.args.max_target_length,
                 self.args.generation_max_sentences,
+                self.args.generation_max_len_a,
+                self.args.generation_max_len_b,
             )
             if self.accelerator.is_main_process:
                 Dataset.from_dict({"candidate_ids": ids, "ar_scores": scores}).save_to_disk(folder)
@@ -301,6 +303,8 @@ class EMTrainer:
                 args.generation_max_sentences,
                 num_beams=args.eval_num_beams,
                 max_new_tokens=args.max_target_length,
+                max_len_a=args.generation_max_len_a,
+                max_len_b=args.generation_max_len_b,
             )
             metrics["eval/bleu_ar_beam"] = corpus_bleu(decode(ar_out), references)
         if nat is not None:

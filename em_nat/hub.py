@@ -56,7 +56,7 @@ print(translator("{example}"))
 
 ## Training
 
-Trained with [em-nat](https://github.com/) `EMTrainer` (Sun & Yang, ICML 2020, "An EM Approach to
+Trained with the em-nat package's `EMTrainer` (Sun & Yang, ICML 2020, "An EM Approach to
 Non-autoregressive Conditional Sequence Generation"). Settings of this run:
 
 ```json

@@ -84,6 +84,8 @@ _MULTI30K_DATA = dict(
     test=os.path.join(MULTI30K_DIR, "test"),
     source_lang="en",
     target_lang="de",
+    hub_dataset_name="multi30k",
+    hub_license="cc-by-nc-4.0",  # Multi30k's text is for non-commercial research and education (its SOURCE.md)
 )
 
 # Multi30k En->De on a 2-core CPU within 150 minutes: a model smaller than the paper's "small" (d 192, 3+3 layers),
@@ -113,7 +115,6 @@ MULTI30K_CPU_PRESET = {
         generation_max_len_b=10,
         eval_num_beams=5,
         generation_max_sentences=256,
-        hub_dataset_name="multi30k",
     ),
     "model": dict(
         d_model=192,
@@ -154,7 +155,6 @@ MULTI30K_GPU_PRESET = {
         eval_num_beams=5,
         generation_max_sentences=512,
         mixed_precision="bf16",
-        hub_dataset_name="multi30k",
     ),
     "model": dict(
         d_model=256,

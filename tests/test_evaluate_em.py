@@ -83,6 +83,7 @@ def test_multi30k_presets_fill_in_what_the_command_line_leaves_out():
     assert (em.source_lang, em.target_lang, em.output_dir) == ("en", "de", "runs/multi30k-cpu")
     assert em.num_rounds == 3  # the command line wins
     assert (script.d_model, script.encoder_layers, em.num_candidates) == (192, 3, 4)
+    assert (em.hub_dataset_name, em.hub_license) == ("multi30k", "cc-by-nc-4.0")  # the data's non-commercial terms
     script, em, _ = train_em.parse_args(["--preset=multi30k-gpu"])
     assert (script.d_model, script.encoder_layers, script.ffn_dim, script.attention_heads) == (256, 5, 1024, 4)
     assert em.num_candidates == 20 and em.candidate_beam_size == 20 and em.mixed_precision == "bf16"

@@ -79,7 +79,15 @@ def test_model_card_of_the_last_round_and_the_pipeline(reduced_run):
 
     out, _ = reduced_run
     card = (out / "round-2" / "nar" / "README.md").read_text()
-    for text in ("model-index", "multi30k", "sacreBLEU", "em-round-2", "pipeline_tag: translation", "language:"):
+    for text in (
+        "model-index",
+        "multi30k",
+        "sacreBLEU",
+        "em-round-2",
+        "pipeline_tag: translation",
+        "language:",
+        "license: cc-by-nc-4.0",
+    ):
         assert text in card
     translator = pipeline("translation", model=str(out / "round-2" / "nar"))
     result = translator("A man is riding a bicycle.")

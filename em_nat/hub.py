@@ -34,7 +34,7 @@ CARD_TEMPLATE = """---
 ## Results on the validation data
 
 {results}
-
+{test_results}
 ## Decoding settings (generation_config.json)
 
 {decoding}
@@ -70,7 +70,15 @@ def _score(metrics: dict, key: str):
     return value if isinstance(value, dict) and "score" in value else None
 
 
-def build_model_card(round_index: int, args, metrics: dict, repo_id: str, kind: str = "nat") -> ModelCard:
+def build_model_card(
+    round_index: int,
+    args,
+    metrics: dict,
+    repo_id: str,
+    kind: str = "nat",
+    test_result: dict | None = None,
+    example: str = "a source sentence",
+) -> ModelCard:
     """The model card of one round's NAT (`kind="nat"`) or AR (`kind="ar"`).
 
     Args:
@@ -78,6 +86,9 @@ def build_model_card(round_index: int, args, metrics: dict, repo_id: str, kind: 
         args: the run's `EMTrainingArguments`.
         metrics: the round's metrics (BLEU entries are `{"score", "signature"}` dicts).
         repo_id: the Hub repo the card is pushed to.
+        test_result: the run's test-set evaluation (`examples/evaluate_em.py`); a NAT card then lists this round's
+            rows and the AR's, and its model-index holds the test BLEU of each NAT decoding.
+        example: the source sentence of the usage snippet.
     """
     import json
 
@@ -100,6 +111,22 @@ def build_model_card(round_index: int, args, metrics: dict, repo_id: str, kind: 
                 metric_args={"signature": bleu["signature"]},
             )
         )
+    test_rows = _test_rows(test_result, round_index) if kind == "nat" and test_result else []
+    for row in test_rows:
+        if row["round"] == round_index:
+            eval_results.append(
+                EvalResult(
+                    task_type="translation",
+                    task_name=f"Translation {src}-{tgt}",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split="test",
+                    metric_type="bleu",
+                    metric_value=row["bleu"]["score"],
+                    metric_name=f"sacreBLEU ({row['decoding']})",
+                    metric_args={"signature": row["bleu"]["signature"]},
+                )
+            )
     card_data = ModelCardData(
         language=[src, tgt],
         license=args.hub_license,
@@ -126,15 +153,7 @@ def build_model_card(round_index: int, args, metrics: dict, repo_id: str, kind: 
             rows.append(
                 f"| {label.split(',')[0]} | {label.split(', ')[1]} | {score['score']:.2f} | `{score['signature']}` |"
             )
-    targets = (
-        "the real targets"
-        if round_index == 0
-        else (
-            "AR 1-best (sequence-level KD)"
-            if round_index == 1 or args.nar_targets == "one_best"
-            else "previous NAR selection"
-        )
-    )
+    targets = _training_targets(round_index, args.nar_targets)
     cm = metrics.get("em/cm")
     changed = metrics.get("em/selection_differs_from_1best")
     title = f"em-nat {'NAT' if kind == 'nat' else 'AR partner'} {src}->{tgt}, EM round {round_index}"
@@ -159,10 +178,50 @@ def build_model_card(round_index: int, args, metrics: dict, repo_id: str, kind: 
         else f"beam search, `num_beams={args.eval_num_beams}`",
         repo_id=repo_id,
         revision=f"round-{round_index}",
-        example="a source sentence",
+        test_results=_test_section(test_rows, test_result) if test_rows else "",
+        example=example.replace("\\", "\\\\").replace('"', '\\"'),
         settings=json.dumps(args.to_dict(), indent=1, default=str),
     )
     return ModelCard(text)
+
+
+def _training_targets(round_index: int, nar_targets: str) -> str:
+    """What the round's NAT was trained on (PAPER.md, "The EM loop")."""
+    if round_index == 0:
+        return "the real targets"
+    if round_index == 1:
+        return "AR_0 1-best (sequence-level KD)"
+    if nar_targets == "one_best":
+        return f"1-best of AR_{round_index - 1}, the AR trained on the NAR's round-{round_index - 1} selection (EM)"
+    return f"the NAR's round-{round_index - 1} selection (EM)"
+
+
+def _test_rows(test_result: dict, round_index: int) -> list[dict]:
+    """The AR rows and this round's NAT rows of a test-set evaluation."""
+    return [r for r in test_result["rows"] if r["round"] is None or r["round"] == round_index]
+
+
+def _test_section(rows: list[dict], test_result: dict) -> str:
+    batch = test_result["batch_size"]
+    lines = [
+        "",
+        f"## Results on the test data ({test_result['test_sentences']} sentences, scored once after the last round)",
+        "",
+        f"| model | decoding | sacreBLEU | repeated tokens | speed-up vs AR beam 5, batch 1 | batch {batch} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['decoding']} | {r['bleu']['score']:.2f} | {100 * r['repeat_rate']:.1f}% | "
+            f"{r['speedup_vs_ar_beam5_batch1']:.2f}x | {r[f'speedup_vs_ar_beam5_batch{batch}']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"sacreBLEU signature `{rows[0]['bleu']['signature']}`. Timed on: {test_result['machine']}. Rescoring by "
+        f"the round-0 AR, GNMT alpha {test_result['rescore_alpha']}.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 PUSH_ATTEMPTS = 4

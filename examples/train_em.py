@@ -379,20 +379,30 @@ def run(argv):
 
 def score_test_set(script, em, test):
     """Score every round on the test split once (examples/evaluate_em.py) and write the last round's NAT model card
-    next to it (`round-<T>/nar/README.md`, the card a push would upload). Returns the Markdown table."""
+    with those results (`write_model_card`). Returns the Markdown table."""
     from evaluate_em import evaluate_run, write_results  # examples/evaluate_em.py
 
+    pairs = test["translation"][: script.max_test_samples]
+    sources = [p[em.source_lang] for p in pairs]
+    result = evaluate_run(em.output_dir, sources, [p[em.target_lang] for p in pairs])
+    table = write_results(result, em.output_dir)
+    write_model_card(em, result, example=sources[0])
+    return table
+
+
+def write_model_card(em, test_result=None, example="a source sentence") -> str:
+    """Write the last round's NAT model card, the card a push uploads, with the run's test results when given, to
+    `round-<T>/nar/README.md`; returns its path."""
     from em_nat.hub import build_model_card
 
-    pairs = test["translation"][: script.max_test_samples]
-    result = evaluate_run(em.output_dir, [p[em.source_lang] for p in pairs], [p[em.target_lang] for p in pairs])
     last = em.num_rounds
     with open(os.path.join(em.output_dir, f"round-{last}", "metrics.json")) as handle:
         metrics = json.load(handle)
     repo_id = em.hub_model_id or f"em-nat-{os.path.basename(os.path.normpath(em.output_dir))}"
-    card = build_model_card(last, em, metrics, repo_id, kind="nat")
-    card.save(os.path.join(em.output_dir, f"round-{last}", "nar", "README.md"))
-    return write_results(result, em.output_dir)
+    card = build_model_card(last, em, metrics, repo_id, kind="nat", test_result=test_result, example=example)
+    path = os.path.join(em.output_dir, f"round-{last}", "nar", "README.md")
+    card.save(path)
+    return path
 
 
 def run_demo_for_benchmark():

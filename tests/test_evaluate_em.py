@@ -49,6 +49,29 @@ def test_evaluate_run_scores_every_round_and_decoding(run_dir, pairs):
     assert json.loads((run_dir / "test_results.json").read_text())["rows"][0]["name"] == "ar_greedy"
 
 
+def test_last_model_card_carries_the_test_results_and_the_data_terms(run_dir, pairs):
+    import yaml
+
+    sources, references = [s for s, _ in pairs[:6]], [t for _, t in pairs[:6]]
+    result = evaluate_em.evaluate_run(str(run_dir), sources, references, batch1_sentences=2, batch_size=4, warmup=0)
+    _, em, _ = train_em.parse_args(["--preset", "multi30k-cpu", "--output_dir", str(run_dir)])
+    path = train_em.write_model_card(em, result, example='He said "hi".')
+    assert path == str(run_dir / "round-2" / "nar" / "README.md")
+    card = Path(path).read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["license"] == "cc-by-nc-4.0" and meta["datasets"] == ["multi30k"]
+    test = [m for r in meta["model-index"][0]["results"] if r["dataset"]["split"] == "test" for m in r["metrics"]]
+    decodings = ["argmax", "ODD", "LB 9 + ODD + AR rescoring"]
+    assert [m["name"] for m in test] == [f"sacreBLEU ({d})" for d in decodings]
+    round2 = {r["decoding"]: r["bleu"]["score"] for r in result["rows"] if r["round"] == 2}
+    assert [m["value"] for m in test] == [round2[d] for d in decodings]
+    section = card.split("## Results on the test data")[1].split("\n## ")[0]
+    assert "| NAT, round 2 (EM) | ODD |" in section and "| AR, round 0 | beam 5 |" in section
+    assert "round 1" not in section and "raw data" not in section  # only this round's NAT and the AR
+    assert "1-best of AR_1, the AR trained on the NAR's round-1 selection (EM)" in card
+    assert 'tokenizer(["He said \\"hi\\"."], return_tensors="pt")' in card  # the example stays valid Python
+
+
 def _rows(ar_beam, raw, kd, em, em_rescored):
     bleu = {
         "ar_beam5": ar_beam,

@@ -95,38 +95,23 @@ def build_model_card(
     src, tgt = args.source_lang, args.target_lang
     bleu_key = "eval/bleu_nar_odd" if kind == "nat" else "eval/bleu_ar_beam"
     dataset = args.hub_dataset_name or "custom"
+    bleu_result = lambda split, name, bleu: EvalResult(  # noqa: E731  (one sacreBLEU entry of the model-index)
+        task_type="translation",
+        task_name=f"Translation {src}-{tgt}",
+        dataset_type=dataset,
+        dataset_name=dataset,
+        dataset_split=split,
+        metric_type="bleu",
+        metric_value=bleu["score"],
+        metric_name=f"sacreBLEU ({name})",
+        metric_args={"signature": bleu["signature"]},
+    )
     eval_results = []
     bleu = _score(metrics, bleu_key)
     if bleu is not None:
-        eval_results.append(
-            EvalResult(
-                task_type="translation",
-                task_name=f"Translation {src}-{tgt}",
-                dataset_type=dataset,
-                dataset_name=dataset,
-                dataset_split="validation",
-                metric_type="bleu",
-                metric_value=bleu["score"],
-                metric_name="sacreBLEU" + (" (ODD)" if kind == "nat" else f" (beam {args.eval_num_beams})"),
-                metric_args={"signature": bleu["signature"]},
-            )
-        )
+        eval_results.append(bleu_result("validation", "ODD" if kind == "nat" else f"beam {args.eval_num_beams}", bleu))
     test_rows = _test_rows(test_result, round_index) if kind == "nat" and test_result else []
-    for row in test_rows:
-        if row["round"] == round_index:
-            eval_results.append(
-                EvalResult(
-                    task_type="translation",
-                    task_name=f"Translation {src}-{tgt}",
-                    dataset_type=dataset,
-                    dataset_name=dataset,
-                    dataset_split="test",
-                    metric_type="bleu",
-                    metric_value=row["bleu"]["score"],
-                    metric_name=f"sacreBLEU ({row['decoding']})",
-                    metric_args={"signature": row["bleu"]["signature"]},
-                )
-            )
+    eval_results += [bleu_result("test", r["decoding"], r["bleu"]) for r in test_rows if r["round"] == round_index]
     card_data = ModelCardData(
         language=[src, tgt],
         license=args.hub_license,

@@ -56,7 +56,7 @@ def load_run(run_dir: str):
     """The tokenizer, AR_0 and every round's NAT of a run, with each round's metrics."""
     rounds = round_folders(run_dir)
     first = rounds[0][1]
-    tokenizer = AutoTokenizer.from_pretrained(os.path.join(first, "nar"))
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(first, "ar"))  # round 0 has no NAT without train_raw_nat
     ar = AutoModelForSeq2SeqLM.from_pretrained(os.path.join(first, "ar")).eval()
     nats, metrics = {}, {}
     for t, folder in rounds:

@@ -24,6 +24,7 @@ def run_dir(tmp_path_factory, tokenizer):
         nat.save_pretrained(folder / "nar")
         tokenizer.save_pretrained(folder / "nar")
         ar.save_pretrained(folder / "ar")
+        tokenizer.save_pretrained(folder / "ar")
         (folder / "metrics.json").write_text(json.dumps({"em/round": t, "em/cm": 10.0 - t}))
     return out
 
@@ -70,6 +71,19 @@ def test_last_model_card_carries_the_test_results_and_the_data_terms(run_dir, pa
     assert "round 1" not in section and "raw data" not in section  # only this round's NAT and the AR
     assert "1-best of AR_1, the AR trained on the NAR's round-1 selection (EM)" in card
     assert 'tokenizer(["He said \\"hi\\"."], return_tensors="pt")' in card  # the example stays valid Python
+
+
+def test_run_without_a_raw_data_nat_is_scored_from_round_1(run_dir, pairs, tmp_path):
+    """--train_raw_nat false leaves round-0 with the AR only; the tokenizer then comes from the AR folder."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "round-0" / "nar")
+    sources, references = [s for s, _ in pairs[:4]], [t for _, t in pairs[:4]]
+    result = evaluate_em.evaluate_run(str(copy), sources, references, batch1_sentences=1, batch_size=4, warmup=0)
+    assert sorted({r["round"] for r in result["rows"] if r["round"] is not None}) == [1, 2]
+    assert "em_ge_kd_ge_raw" not in result["targets"]
 
 
 def _rows(ar_beam, raw, kd, em, em_rescored):

@@ -9,8 +9,11 @@ from collections.abc import Sequence
 from sacrebleu.metrics import BLEU
 
 
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]) -> dict:
+def corpus_bleu(
+    hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], lowercase: bool = False
+) -> dict:
     """sacreBLEU of detokenized hypotheses against one reference per line, or several (a list per line).
+    `lowercase=True` scores case-insensitively (signature `case:lc`), for comparison with lowercased published BLEU.
 
     Returns:
         `{"score": float, "signature": str}`.
@@ -21,7 +24,7 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str] | Sequence[
     per_line = [list(refs) for refs in references] if multi else [[ref] for ref in references]
     width = max((len(refs) for refs in per_line), default=1)
     streams = [[refs[k] if k < len(refs) else None for refs in per_line] for k in range(width)]
-    bleu = BLEU()
+    bleu = BLEU(lowercase=lowercase)
     score = bleu.corpus_score(list(hypotheses), streams)
     return {"score": round(score.score, 2), "signature": str(bleu.get_signature())}
 

@@ -1,13 +1,16 @@
 """A joint source/target subword tokenizer (BPE from the `tokenizers` library) wrapped as `PreTrainedTokenizerFast`.
 
 The NAT shares one embedding matrix between source, target and output projection (PAPER.md), so source and target
-share one vocabulary. Encoding appends EOS; ids 0-3 are PAD, BOS, EOS, UNK.
+share one vocabulary. Encoding appends EOS; ids 0-2 are BOS, EOS, UNK and PAD is the last id, the layout of OPUS-MT
+Marian models, which is what CTranslate2's stock Marian converter expects (it drops the last row, `<pad>`, and
+starts the decoder from a zero embedding). Tokenizers saved with an older layout (`<pad>` = 0) stay loadable: the ids
+are read from the saved files, never assumed.
 """
 
 import os
 from collections.abc import Iterable, Iterator
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -55,7 +58,7 @@ def train_tokenizer(
         lowercase: lowercase before tokenizing.
         model_max_length: what `truncation=True` cuts to by default.
     Returns:
-        `PreTrainedTokenizerFast` with `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3; `save_pretrained` /
+        `PreTrainedTokenizerFast` with `<s>`=0, `</s>`=1, `<unk>`=2 and `<pad>` the last id; `save_pretrained` /
         `AutoTokenizer.from_pretrained` round-trip it.
     """
     seen = [0]
@@ -71,15 +74,18 @@ def train_tokenizer(
     tokenizer.normalizer = normalizers.Sequence(steps)
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
+    if vocab_size < 5:
+        raise ValueError(f"vocab_size must be >= 5 (4 special tokens and at least one symbol), got {vocab_size}.")
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - 1,  # <pad> is added after training, as the last id
         min_frequency=min_frequency,
-        special_tokens=[SPECIAL_TOKENS[k] for k in ("pad_token", "bos_token", "eos_token", "unk_token")],
+        special_tokens=[SPECIAL_TOKENS[k] for k in ("bos_token", "eos_token", "unk_token")],
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts(), trainer=trainer)
     if not seen[0]:
         raise ValueError("No text to train the tokenizer on: the source is empty or holds only blank lines.")
+    tokenizer.add_special_tokens([AddedToken(SPECIAL_TOKENS["pad_token"], special=True)])
     eos = SPECIAL_TOKENS["eos_token"]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tokenizer.token_to_id(eos))]

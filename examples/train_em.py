@@ -35,141 +35,28 @@ from em_nat.data import load_parallel_data
 
 DEFAULT_OUTPUT_DIR = "runs/em-synthetic"
 
-# The embedded default, sized to finish in about 10 minutes on a 2-core CPU (see README for the measured run).
-SYNTHETIC_PRESET = {
-    "em": dict(
-        num_rounds=2,
-        num_candidates=4,
-        candidate_beam_size=4,
-        restart="nar",
-        ar_max_steps=600,
-        ar_continue_max_steps=200,
-        nar_max_steps=700,
-        train_final_ar=False,
-        keep_checkpoint="last",
-        warmup_steps=100,
-        max_tokens=1024,
-        eval_steps=350,
-        save_steps=200,
-        ar_learning_rate=2e-3,
-        nar_learning_rate=3e-3,
-        max_target_length=32,
-        eval_num_beams=4,
-        generation_max_sentences=256,
-        eval_max_samples=300,
-        source_lang="src",
-        target_lang="tgt",
-    ),
-    "model": dict(
-        d_model=128,
-        encoder_layers=2,
-        decoder_layers=2,
-        attention_heads=4,
-        ffn_dim=256,
-        vocab_size=1000,
-        max_position_embeddings=64,
-        dropout=0.1,
-        decoder_input="uniform_copy",
-        synthetic_num_train=6000,
-        speed_sentences=30,
-    ),
-}
-# keep_checkpoint="last": after round 0 the NAT trains on distilled targets, so a validation loss against the raw
-# references would pick an early, under-trained checkpoint.
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 
-MULTI30K_DIR = os.path.join("..", "shared", "data", "multi30k_en_de")
-_MULTI30K_DATA = dict(
-    train=os.path.join(MULTI30K_DIR, "train"),
-    validation=os.path.join(MULTI30K_DIR, "valid"),
-    test=os.path.join(MULTI30K_DIR, "test"),
-    source_lang="en",
-    target_lang="de",
-    hub_dataset_name="multi30k",
-    hub_license="cc-by-nc-4.0",  # Multi30k's text is for non-commercial research and education (its SOURCE.md)
-)
 
-# Multi30k En->De on a 2-core CPU within 150 minutes: a model smaller than the paper's "small" (d 192, 3+3 layers),
-# N = 4 candidates from beam 4, and few epochs per phase. Every NAT is trained from scratch for the same number of
-# epochs (restart="nar"), so raw, KD and EM rows differ only in their training targets.
-MULTI30K_CPU_PRESET = {
-    "em": dict(
-        **_MULTI30K_DATA,
-        output_dir="runs/multi30k-cpu",
-        num_rounds=2,
-        num_candidates=4,
-        candidate_beam_size=4,
-        restart="nar",
-        ar_num_epochs=5,
-        ar_continue_max_steps=250,
-        nar_num_epochs=4,
-        train_final_ar=False,
-        keep_checkpoint="last",
-        warmup_steps=300,
-        max_tokens=2048,
-        eval_steps=1000,
-        save_steps=200,
-        ar_learning_rate=1e-3,
-        nar_learning_rate=2e-3,
-        max_target_length=96,
-        generation_max_len_a=1.2,
-        generation_max_len_b=10,
-        eval_num_beams=5,
-        generation_max_sentences=256,
-    ),
-    "model": dict(
-        d_model=192,
-        encoder_layers=3,
-        decoder_layers=3,
-        attention_heads=4,
-        ffn_dim=768,
-        vocab_size=8000,
-        max_position_embeddings=128,
-        dropout=0.1,
-        decoder_input="uniform_copy",
-    ),
-}
+def preset_names() -> list[str]:
+    return sorted(name[: -len(".json")] for name in os.listdir(PRESET_DIR) if name.endswith(".json"))
 
-# Multi30k En->De on one GPU: the paper's small configuration (5 layers, d 256, FFN 1024, 4 heads) and N = 20.
-MULTI30K_GPU_PRESET = {
-    "em": dict(
-        **_MULTI30K_DATA,
-        output_dir="runs/multi30k-gpu",
-        num_rounds=3,
-        num_candidates=20,
-        candidate_beam_size=20,
-        restart="nar",
-        ar_num_epochs=40,
-        ar_continue_max_steps=1000,
-        nar_num_epochs=60,
-        train_final_ar=False,
-        keep_checkpoint="last",
-        warmup_steps=1000,
-        max_tokens=4096,
-        eval_steps=1000,
-        save_steps=500,
-        ar_learning_rate=7e-4,
-        nar_learning_rate=7e-4,
-        max_target_length=96,
-        generation_max_len_a=1.2,
-        generation_max_len_b=10,
-        eval_num_beams=5,
-        generation_max_sentences=512,
-        mixed_precision="bf16",
-    ),
-    "model": dict(
-        d_model=256,
-        encoder_layers=5,
-        decoder_layers=5,
-        attention_heads=4,
-        ffn_dim=1024,
-        vocab_size=8000,
-        max_position_embeddings=128,
-        dropout=0.1,
-        decoder_input="uniform_copy",
-    ),
-}
 
-PRESETS = {"synthetic": SYNTHETIC_PRESET, "multi30k-cpu": MULTI30K_CPU_PRESET, "multi30k-gpu": MULTI30K_GPU_PRESET}
+def load_preset(name_or_path: str) -> dict:
+    """A preset's options: `examples/presets/<name>.json`, or any JSON file of option names and values."""
+    path = name_or_path if name_or_path.endswith(".json") else os.path.join(PRESET_DIR, f"{name_or_path}.json")
+    if not os.path.isfile(path):
+        raise SystemExit(
+            f"error: --preset {name_or_path!r} is neither a preset name ({', '.join(preset_names())}) nor a JSON file."
+        )
+    with open(path) as handle:
+        try:
+            values = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"error: preset {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise SystemExit(f"error: preset {path} must hold a JSON object of option names and values.")
+    return values
 
 
 @dataclass
@@ -179,9 +66,9 @@ class ScriptArguments:
     preset: str | None = field(
         default=None,
         metadata={
-            "help": "Settings of a measured run: 'synthetic' (the default without data options), 'multi30k-cpu' or "
-            "'multi30k-gpu'. Options given on the command line override the preset's.",
-            "choices": list(PRESETS),
+            "help": "Settings of a measured run: a name from examples/presets/ ('synthetic', the default without data "
+            "options; 'multi30k-teacher-cpu'; 'multi30k-cpu'; 'multi30k-gpu') or the path of a JSON file of option "
+            "names and values. Options given on the command line override the preset's.",
         },
     )
     train: str | None = field(
@@ -216,37 +103,38 @@ class ScriptArguments:
     speed_sentences: int = field(default=50, metadata={"help": "Validation sentences timed for the speed-up."})
 
 
-def _option_names(argv) -> set:
-    return {a[2:].split("=")[0] for a in argv if a.startswith("--")}
-
-
-def _option_value(argv, name):
+def _given_preset(argv) -> str | None:
     for i, arg in enumerate(argv):
-        if arg == f"--{name}" and i + 1 < len(argv):
+        if arg == "--preset" and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith(f"--{name}="):
+        if arg.startswith("--preset="):
             return arg.split("=", 1)[1]
     return None
 
 
 def parse_args(argv):
-    """Parse the options; a preset (`--preset`, or 'synthetic' when no data is named) fills in what is not given."""
+    """Parse the options; a preset (`--preset`, or 'synthetic' when no data is named) supplies the defaults, so any
+    option given on the command line wins. Options must be spelt in full (no prefix matching)."""
     argv = list(argv)
-    given = _option_names(argv)
-    preset = _option_value(argv, "preset")
-    if preset is None and not given & {"train", "dataset_name"}:
+    preset = _given_preset(argv)
+    names_data = any(a.split("=")[0] in ("--train", "--dataset_name") for a in argv)
+    if preset is None and not names_data:
         preset = "synthetic"
-    if preset is not None and preset not in PRESETS:
-        raise SystemExit(f"error: unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    values = {"output_dir": DEFAULT_OUTPUT_DIR}
+    parser = HfArgumentParser((ScriptArguments, EMTrainingArguments), allow_abbrev=False)
+    defaults = {"output_dir": DEFAULT_OUTPUT_DIR}
     if preset is not None:
-        values.update({**PRESETS[preset]["em"], **PRESETS[preset]["model"]})
-    for key, value in values.items():
-        if key not in given:
-            argv += [f"--{key}", str(value)]
-    parser = HfArgumentParser((ScriptArguments, EMTrainingArguments))
+        values = load_preset(preset)
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SystemExit(f"error: preset {preset!r} sets unknown options {unknown}; see --help for the names.")
+        defaults.update(values)
+    parser.set_defaults(**defaults)
+    for action in parser._actions:  # a preset fills in required options (output_dir)
+        if action.dest in defaults:
+            action.required = False
     script, em = parser.parse_args_into_dataclasses(argv)
-    return script, em, preset == "synthetic"
+    return script, em, script.train is None and script.dataset_name is None
 
 
 def load_data(script, em, synthetic):
@@ -386,7 +274,8 @@ def score_test_set(script, em, test):
     sources = [p[em.source_lang] for p in pairs]
     result = evaluate_run(em.output_dir, sources, [p[em.target_lang] for p in pairs])
     table = write_results(result, em.output_dir)
-    write_model_card(em, result, example=sources[0])
+    if os.path.isdir(os.path.join(em.output_dir, f"round-{em.num_rounds}", "nar")):
+        write_model_card(em, result, example=sources[0])
     return table
 
 
@@ -411,8 +300,9 @@ def run_demo_for_benchmark():
     from em_nat.synthetic import SyntheticTaskConfig, build_synthetic_task
 
     run([])
-    last = os.path.join(DEFAULT_OUTPUT_DIR, f"round-{SYNTHETIC_PRESET['em']['num_rounds']}")
-    test = build_synthetic_task(SyntheticTaskConfig(num_train=SYNTHETIC_PRESET["model"]["synthetic_num_train"]))[
+    preset = load_preset("synthetic")
+    last = os.path.join(DEFAULT_OUTPUT_DIR, f"round-{preset['num_rounds']}")
+    test = build_synthetic_task(SyntheticTaskConfig(num_train=preset["synthetic_num_train"]))[
         "test"
     ]
     src = os.path.join(DEFAULT_OUTPUT_DIR, "test.src")

@@ -10,6 +10,7 @@ def test_generate_with_rescoring_keeps_the_best_rescored_candidate(nat, tokenize
 
     torch.manual_seed(3)
     ar = build_ar_model(tokenizer, nat.config).eval()
+    pad = tokenizer.pad_token_id
     enc = tokenizer([pairs[0][0], pairs[7][0]], return_tensors="pt", padding=True)
     predicted = nat.generate(**enc, return_dict_in_generate=True).lengths
     out = nat.generate(**enc, length_beam=5, rescorer=ar, rescore_alpha=1.0, return_dict_in_generate=True)
@@ -19,7 +20,9 @@ def test_generate_with_rescoring_keeps_the_best_rescored_candidate(nat, tokenize
         best = None
         for length in window.tolist():  # each length candidate alone, then scored by the AR
             cand = nat.generate(**source, min_length=length, max_length=length)
-            _, score = ar_rescore(ar, source["input_ids"], None, cand[:, None], 0, 2, 0, alpha=1.0)
+            _, score = ar_rescore(
+                ar, source["input_ids"], None, cand[:, None], pad, tokenizer.eos_token_id, pad, alpha=1.0
+            )
             if best is None or score.item() > best[0]:
                 best = (score.item(), cand[0])
         length = int(out.lengths[b])

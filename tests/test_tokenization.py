@@ -10,7 +10,9 @@ import em_nat
 
 
 def test_tokenizer_round_trip_and_special_tokens(tokenizer, pairs, tmp_path):
-    assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
+    # OPUS-MT's layout, which CTranslate2's stock Marian converter expects: <pad> is the last id
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
+    assert tokenizer.pad_token_id == len(tokenizer) - 1
     ids = tokenizer(pairs[0][0])["input_ids"]
     assert ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids, skip_special_tokens=True) == pairs[0][0]

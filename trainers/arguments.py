@@ -72,6 +72,16 @@ class EMTrainingArguments:
     keep_checkpoint: str = field(
         default="best", metadata={"help": "'best' (lowest validation loss) or 'last' model of each phase."}
     )
+    ar_average_checkpoints: int = field(
+        default=1,
+        metadata={
+            "help": "The AR phase's result is the mean of the weights at its last k save points (every save_steps "
+            "updates, the last update included); 1 = no averaging (keep_checkpoint decides)."
+        },
+    )
+    nar_average_checkpoints: int = field(
+        default=1, metadata={"help": "As ar_average_checkpoints, for the NAT phase."}
+    )
     mixed_precision: str = field(
         default="no", metadata={"help": "'no', 'bf16' or 'fp16' (fp16 needs a GPU; on CPU use bf16 or no)."}
     )
@@ -122,8 +132,14 @@ class EMTrainingArguments:
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}.")
         if self.report_to not in ("none", "tensorboard"):
             raise ValueError(f"report_to must be 'none' or 'tensorboard', got {self.report_to!r}.")
-        if self.num_rounds < 1 or self.num_candidates < 1:
-            raise ValueError("num_rounds and num_candidates must be >= 1.")
+        if self.num_rounds < 0 or self.num_candidates < 1:
+            raise ValueError(
+                f"num_rounds must be >= 0 (0: round 0 only, e.g. to train a teacher AR) and num_candidates >= 1; got "
+                f"num_rounds={self.num_rounds}, num_candidates={self.num_candidates}."
+            )
+        for name in ("ar_average_checkpoints", "nar_average_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (1 = no averaging), got {getattr(self, name)}.")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs hub_model_id (e.g. 'your-name/em-nat-en-de').")
 
@@ -149,6 +165,7 @@ class EMTrainingArguments:
             eval_steps=self.eval_steps,
             save_steps=self.save_steps,
             keep=self.keep_checkpoint,
+            average_last=getattr(self, f"{name}_average_checkpoints"),
             seed=self.seed,
         )
 

@@ -2,7 +2,8 @@
 
 Per phase: Adam (0.9, 0.98, eps 1e-9) with inverse-sqrt warm-up (PAPER.md, "The NAR model"), label smoothing,
 gradient accumulation, clipping, mixed precision, batches by token budget with length bucketing, validation loss,
-steps or epochs, best or last checkpoint, and resume from the phase's last checkpoint (`accelerator.save_state`).
+steps or epochs, best or last checkpoint or the average of the last k, and resume from the phase's last checkpoint
+(`accelerator.save_state`).
 """
 
 import json
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from em_nat.checkpoints import average_checkpoints, save_state_dict
 from tqdm.auto import tqdm
 
 logger = get_logger(__name__)
@@ -39,6 +41,7 @@ class PhaseConfig:
     eval_steps: int = 500
     save_steps: int = 500
     keep: str = "best"  # "best" (lowest validation loss) or "last"
+    average_last: int = 1  # > 1: the phase's result is the mean of the weights at its last k save points
     seed: int = 0
 
 
@@ -269,13 +272,52 @@ class PhaseTrainer:
             self.accelerator.log({f"{self.name}/loss": train_loss, f"{self.name}/eval_loss": eval_loss}, step=step)
             logger.info(f"{self.name} update {step}: loss {train_loss:.4f} eval_loss {eval_loss:.4f}")
             self._keep_best(state, eval_loss)
+        if self._is_snapshot_step(step):
+            self._save_snapshot(step)
         if step % self.config.save_steps == 0 and step < self.total_steps:
             self._save_checkpoint(state)
+
+    # ----- averaging of the last k checkpoints ---------------------------------------------------------------------
+
+    def _snapshot_steps(self) -> list[int]:
+        """The updates whose weights are averaged: the last `average_last` multiples of `save_steps`, the final update
+        standing in for the last one when `total_steps` is not a multiple."""
+        k, every, total = self.config.average_last, self.config.save_steps, self.total_steps
+        steps = [total] + [s for s in range(total // every * every, 0, -every) if s != total]
+        return sorted(steps[:k])
+
+    def _is_snapshot_step(self, step: int) -> bool:
+        return self.config.average_last > 1 and step in self._snapshot_steps()
+
+    def _snapshot_path(self, step: int) -> str:
+        return os.path.join(self.output_dir, "snapshots", f"step-{step:07d}.pt")
+
+    def _save_snapshot(self, step: int):
+        if self.accelerator.is_main_process:
+            save_state_dict(self.accelerator.unwrap_model(self.model), self._snapshot_path(step))
+        self.accelerator.wait_for_everyone()
+
+    def _average_snapshots(self, model) -> list[int]:
+        steps = self._snapshot_steps()
+        missing = [s for s in steps if not os.path.isfile(self._snapshot_path(s))]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.name}: the weights of updates {missing} to average are missing from "
+                f"{os.path.join(self.output_dir, 'snapshots')}; delete {self.output_dir} to retrain this phase."
+            )
+        model.load_state_dict(average_checkpoints([self._snapshot_path(s) for s in steps]))
+        return steps
 
     def _finish(self, state, running):
         model = self.accelerator.unwrap_model(self.model)
         best = os.path.join(self.output_dir, "best")
-        if self.config.keep == "best" and os.path.isdir(best):
+        averaged = {}
+        if self.config.average_last > 1:
+            steps = self._average_snapshots(model)
+            eval_loss = evaluate_loss(model, self.eval_examples, self.config, self.accelerator, self.pad_token_id)
+            averaged = {f"{self.name}/averaged_steps": steps, f"{self.name}/eval_loss_averaged": eval_loss}
+            logger.info(f"{self.name}: averaged the weights of updates {steps}; eval_loss {eval_loss:.4f}")
+        elif self.config.keep == "best" and os.path.isdir(best):
             model.load_state_dict(type(model).from_pretrained(best).state_dict())
         last = state["history"][-1] if state["history"] else {}
         metrics = {
@@ -286,6 +328,7 @@ class PhaseTrainer:
             f"{self.name}/steps": state["step"],
             f"{self.name}/history": state["history"],
             f"{self.name}/config": asdict(self.config),
+            **averaged,
         }
         self.accelerator.free_memory()
         return model, metrics
@@ -293,6 +336,6 @@ class PhaseTrainer:
     def clean_up(self):
         """Remove the phase's resume checkpoints once its result is saved elsewhere."""
         if self.accelerator.is_main_process:
-            for sub in ("checkpoint", "best"):
+            for sub in ("checkpoint", "best", "snapshots"):
                 shutil.rmtree(os.path.join(self.output_dir, sub), ignore_errors=True)
         self.accelerator.wait_for_everyone()

@@ -24,7 +24,7 @@ from em_nat.trainers.candidates import length_cap
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import em_nat
-from em_nat.metrics import corpus_bleu, repeated_token_rate
+from em_nat.metrics import corpus_bleu, repeated_token_rate, structural_ids
 
 NAT_DECODINGS = {"nat_argmax": "argmax", "nat_odd": "ODD", "nat_lb9_odd_rescore": "LB 9 + ODD + AR rescoring"}
 AR_DECODINGS = {"ar_greedy": "greedy", "ar_beam5": "beam 5"}
@@ -110,6 +110,7 @@ def evaluate_run(
     max_len_a, max_len_b = settings.get("generation_max_len_a", 0.0), settings.get("generation_max_len_b", 0)
     fns = method_functions(ar, nats, min(limit, settings.get("max_target_length", limit)), alpha, max_len_a, max_len_b)
     special = set(tokenizer.all_special_ids)
+    structural = structural_ids(tokenizer)
     pad = tokenizer.pad_token_id
     big = time_methods(fns, make_batches(ids, batch_size, pad), repeats=1, warmup=warmup)
     small = time_methods(fns, make_batches(ids[:batch1_sentences], 1, pad), repeats=1, warmup=warmup)
@@ -128,7 +129,7 @@ def evaluate_run(
                 "bleu": corpus_bleu(texts, references),
                 "bleu_lowercase": corpus_bleu(texts, references, lowercase=True),
                 "cm_train_targets": None if round_index is None else metrics[round_index].get("em/cm"),
-                "repeat_rate": repeated_token_rate(tokens),
+                "repeat_rate": repeated_token_rate([row for out in outputs for row in out.tolist()], structural),
                 f"sentences_per_s_batch{batch_size}": len(sources) / total,
                 "sentences_per_s_batch1": min(batch1_sentences, len(sources)) / small[name][0],
             }

@@ -65,14 +65,31 @@ class TranslationPipeline(Pipeline):
             warnings.warn("Blank inputs (empty or whitespace-only) are translated to ''.", stacklevel=2)
         todo = [text for text, is_blank in zip(texts, blank) if not is_blank]
         done = iter(super().__call__(todo, **kwargs) if todo else [])
-        results = [[{"translation_text": ""}] if is_blank else next(done) for is_blank in blank]
-        return results[0] if single else results
+        results = [[self._blank_result(kwargs)] if is_blank else next(done) for is_blank in blank]
+        if single:
+            return results[0]
+        # transformers' convention: a list in, one dict per input out, unless an input has several translations
+        # (num_return_sequences > 1), in which case each input gets its list
+        return [r[0] for r in results] if all(len(r) == 1 for r in results) else results
 
-    def _sanitize_parameters(self, truncation=None, clean_up_tokenization_spaces=None, **generate_kwargs):
+    @staticmethod
+    def _blank_result(kwargs) -> dict:
+        result = {"translation_text": ""} if kwargs.get("return_text", True) else {}
+        if kwargs.get("return_tensors", False):
+            result["translation_token_ids"] = []
+        return result
+
+    def _sanitize_parameters(
+        self, truncation=None, clean_up_tokenization_spaces=None, return_tensors=None, return_text=None, **generate_kwargs
+    ):
         preprocess = {} if truncation is None else {"truncation": truncation}
         postprocess = {}
         if clean_up_tokenization_spaces is not None:
             postprocess["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        if return_tensors is not None:
+            postprocess["return_tensors"] = return_tensors
+        if return_text is not None:
+            postprocess["return_text"] = return_text
         return preprocess, generate_kwargs, postprocess
 
     def preprocess(self, text, truncation=True):
@@ -83,10 +100,17 @@ class TranslationPipeline(Pipeline):
         model_inputs.pop("token_type_ids", None)
         return {"output_ids": self.model.generate(**model_inputs, **generate_kwargs)}
 
-    def postprocess(self, model_outputs, clean_up_tokenization_spaces=False):
+    def postprocess(self, model_outputs, clean_up_tokenization_spaces=False, return_tensors=False, return_text=True):
+        """One dict per returned sequence: `translation_text`, and `translation_token_ids` with `return_tensors=True`
+        (the generated ids, EOS-terminated, PAD-padded)."""
+        ids = model_outputs["output_ids"]
         texts = self.tokenizer.batch_decode(
-            model_outputs["output_ids"],
-            skip_special_tokens=True,
-            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
         )
-        return [{"translation_text": text.strip()} for text in texts]
+        results = []
+        for row, text in zip(ids, texts):
+            result = {"translation_text": text.strip()} if return_text else {}
+            if return_tensors:
+                result["translation_token_ids"] = row
+            results.append(result)
+        return results

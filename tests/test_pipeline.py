@@ -11,8 +11,11 @@ def _check(translator, tokenizer):
     assert isinstance(single, list) and set(single[0]) == {"translation_text"}
     assert isinstance(single[0]["translation_text"], str)
     batch = translator(["a dog likes the garden .", "my friend paints a red ball .", "the cat sees the house ."])
-    assert len(batch) == 3 and all(set(item[0]) == {"translation_text"} for item in batch)
-    assert batch[2] == single
+    # transformers' convention: a list in, one dict per input out
+    assert len(batch) == 3 and all(isinstance(item, dict) and set(item) == {"translation_text"} for item in batch)
+    assert batch[2] == single[0]
+    assert batch[0]["translation_text"] == translator("a dog likes the garden .")[0]["translation_text"]
+    assert translator(["a dog likes the garden .", "the cat sees the house ."], batch_size=2) == [batch[0], batch[2]]
     return batch
 
 
@@ -50,8 +53,8 @@ def test_blank_inputs_become_empty_translations_with_a_warning(nat, tokenizer):
     translator = pipeline("translation", model=nat, tokenizer=tokenizer)
     with pytest.warns(UserWarning, match="Blank inputs"):
         out = translator(["", "the cat sees the house .", "   "])
-    assert out[0] == [{"translation_text": ""}] and out[2] == [{"translation_text": ""}]
-    assert out[1] == translator("the cat sees the house .")
+    assert out[0] == {"translation_text": ""} and out[2] == {"translation_text": ""}
+    assert out[1] == translator("the cat sees the house .")[0]
 
 
 def test_long_inputs_are_truncated_to_the_model_positions(nat, tokenizer):
@@ -77,3 +80,21 @@ def test_pipeline_passes_nat_decoding_knobs(nat, marian, tokenizer):
     for knobs in ({"odd": False}, {"length_beam": 3}, {"length_beam": 3, "rescorer": marian, "rescore_alpha": 1.0}):
         expected = tokenizer.batch_decode(nat.generate(**enc, **knobs), skip_special_tokens=True)[0].strip()
         assert translator(text, **knobs)[0]["translation_text"] == expected
+
+
+def test_several_translations_per_input_give_a_list_per_input(marian, tokenizer):
+    translator = pipeline("translation", model=marian, tokenizer=tokenizer)
+    texts = ["a dog likes the garden .", "the cat sees the house ."]
+    out = translator(texts, num_beams=3, num_return_sequences=2, max_new_tokens=5)
+    assert len(out) == 2 and all(isinstance(item, list) and len(item) == 2 for item in out)
+    single = translator(texts[0], num_beams=3, num_return_sequences=2, max_new_tokens=5)
+    assert isinstance(single, list) and len(single) == 2 and single == out[0]
+
+
+def test_return_tensors_gives_the_generated_ids(nat, tokenizer):
+    translator = pipeline("translation", model=nat, tokenizer=tokenizer)
+    text = "a dog likes the garden ."
+    out = translator(text, return_tensors=True)[0]
+    expected = nat.generate(**tokenizer([text], return_tensors="pt"))[0]
+    assert out["translation_token_ids"].tolist() == expected.tolist()
+    assert out["translation_text"] == tokenizer.decode(expected, skip_special_tokens=True).strip()

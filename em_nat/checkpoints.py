@@ -43,7 +43,9 @@ def average_state_dicts(state_dicts: list[dict]) -> dict:
     for index, other in enumerate(state_dicts[1:], start=1):
         if set(other) != set(first):
             differing = sorted(set(other) ^ set(first))[:5]
-            raise ValueError(f"Checkpoint {index} has other weights than checkpoint 0 ({differing}...): not one model.")
+            raise ValueError(
+                f"Checkpoint {index} has other weights than checkpoint 0 ({differing}...): not one model."
+            )
         for key, value in other.items():
             if value.shape != first[key].shape:
                 raise ValueError(

@@ -4,6 +4,7 @@ from .configuration_nat import NATConfig
 from .modeling_nat import (
     NATForConditionalGeneration,
     NATGenerateOutput,
+    NATModelOutput,
     NATModel,
     NATOutput,
     NATPreTrainedModel,
@@ -14,6 +15,7 @@ __all__ = [
     "NATConfig",
     "NATForConditionalGeneration",
     "NATGenerateOutput",
+    "NATModelOutput",
     "NATModel",
     "NATOutput",
     "NATPreTrainedModel",

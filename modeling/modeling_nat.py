@@ -65,6 +65,8 @@ class NATOutput(ModelOutput):
         token_loss, length_loss (`torch.FloatTensor` of shape `()`): the two terms of `loss`.
         encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch, 1 + src_len, d_model)`): encoder states,
             the length slot first.
+        glanced_mask (`torch.BoolTensor` of shape `(batch, tgt_len)`): with glancing training, the positions whose
+            decoder input was the target token (left out of the token loss).
     """
 
     loss: torch.FloatTensor | None = None
@@ -72,6 +74,23 @@ class NATOutput(ModelOutput):
     length_logits: torch.FloatTensor | None = None
     token_loss: torch.FloatTensor | None = None
     length_loss: torch.FloatTensor | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    glanced_mask: torch.BoolTensor | None = None
+
+
+@dataclass
+class NATModelOutput(ModelOutput):
+    """Output of [`NATModel.forward`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, tgt_len, d_model)`): decoder states.
+        length_logits (`torch.FloatTensor` of shape `(batch, num_length_classes)`): target-length logits.
+        encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch, 1 + src_len, d_model)`): encoder states,
+            the length slot first.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    length_logits: torch.FloatTensor | None = None
     encoder_last_hidden_state: torch.FloatTensor | None = None
 
 
@@ -311,12 +330,17 @@ class NATModel(NATPreTrainedModel):
             hidden = layer(hidden, self_mask, memory, cross_mask)
         return self.decoder_layer_norm(hidden)
 
-    def forward(self, input_ids, attention_mask=None, target_lengths=None, max_target_length=None):
+    def forward(
+        self, input_ids, attention_mask=None, target_lengths=None, max_target_length=None, glance=None
+    ) -> NATModelOutput:
         """Encode, predict lengths, decode at `target_lengths` (batch,) padded to `max_target_length`.
 
+        Args:
+            glance (*optional*): a function `(decoder_embeds, target_mask, encoder_states, memory_mask) ->
+                decoder_embeds` that may replace decoder inputs before the decoder pass (glancing training).
         Returns:
-            `(decoder_states, length_logits, encoder_states)` with shapes (batch, tgt_len, d),
-            (batch, num_length_classes), (batch, 1 + src_len, d).
+            [`NATModelOutput`]: decoder states (batch, tgt_len, d), length logits (batch, num_length_classes),
+            encoder states (batch, 1 + src_len, d).
         """
         encoder_states, memory_mask = self.encode(input_ids, attention_mask)
         length_logits = self.predict_length_logits(encoder_states)
@@ -325,8 +349,12 @@ class NATModel(NATPreTrainedModel):
         max_len = int(max_target_length or target_lengths.max())
         embeds = self.decoder_inputs(target_lengths, max_len, input_ids, attention_mask)
         target_mask = _padding_mask(target_lengths, max_len)
+        if glance is not None:
+            embeds = glance(embeds, target_mask, encoder_states, memory_mask)
         decoder_states = self.decode(embeds, target_mask, encoder_states, memory_mask)
-        return decoder_states, length_logits, encoder_states
+        return NATModelOutput(
+            last_hidden_state=decoder_states, length_logits=length_logits, encoder_last_hidden_state=encoder_states
+        )
 
 
 class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
@@ -383,6 +411,7 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         target_lengths: torch.LongTensor | None = None,
+        glancing_ratio: float = 0.0,
         return_dict: bool | None = None,
         **kwargs,
     ) -> NATOutput:
@@ -394,6 +423,10 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
             decoder_input_ids / decoder_attention_mask (`(batch, tgt_len)`): HF-style way to set target lengths
                 without labels (only the mask matters: NAT decoder inputs are positions, not tokens).
             target_lengths (`torch.LongTensor` of shape `(batch,)`): explicit target lengths (EOS included).
+            glancing_ratio (`float`, *optional*, defaults to 0): glancing training (GLAT, Qian et al. 2021), only in
+                training mode with labels. A first decoder pass without gradients predicts every position; for each
+                target, `round(glancing_ratio * hamming distance(prediction, target))` positions, drawn uniformly,
+                take the target token's embedding as decoder input; the token loss covers the other positions.
         Without any of these, the predicted lengths are used.
         """
         max_len = None
@@ -406,11 +439,25 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
                 decoder_attention_mask = decoder_input_ids.ne(self.config.pad_token_id)
             target_lengths = decoder_attention_mask.sum(-1)
             max_len = decoder_attention_mask.shape[-1]
-        decoder_states, length_logits, encoder_states = self.model(input_ids, attention_mask, target_lengths, max_len)
+        if not 0.0 <= glancing_ratio <= 1.0:
+            raise ValueError(f"glancing_ratio must be in [0, 1], got {glancing_ratio}.")
+        glanced = None
+        glance = None
+        if labels is not None and glancing_ratio > 0 and self.training:
+
+            def glance(embeds, target_mask, encoder_states, memory_mask):
+                nonlocal glanced
+                embeds, glanced = self._glance(
+                    embeds, target_mask, encoder_states, memory_mask, labels, valid, glancing_ratio
+                )
+                return embeds
+
+        outputs = self.model(input_ids, attention_mask, target_lengths, max_len, glance=glance)
+        decoder_states, length_logits = outputs.last_hidden_state, outputs.length_logits
         logits = self.lm_head(decoder_states)  # (batch, tgt_len, vocab)
         loss = token_loss = length_loss = None
         if labels is not None:
-            token_targets = labels.masked_fill(~valid, -100)
+            token_targets = labels.masked_fill(~valid if glanced is None else ~valid | glanced, -100)
             token_loss = F.cross_entropy(
                 logits.flatten(0, 1).float(),
                 token_targets.flatten(),
@@ -427,8 +474,24 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
             length_logits=length_logits,
             token_loss=token_loss,
             length_loss=length_loss,
-            encoder_last_hidden_state=encoder_states,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            glanced_mask=glanced,
         )
+
+    def _glance(self, embeds, target_mask, encoder_states, memory_mask, labels, valid, ratio):
+        """GLAT's glancing sampling: returns (decoder inputs with glanced positions replaced by target embeddings,
+        glanced mask (batch, tgt_len) bool)."""
+        with torch.no_grad():
+            states = self.model.decode(embeds, target_mask, encoder_states, memory_mask)
+            predicted = self.lm_head(states).argmax(-1)  # (batch, tgt_len)
+            distance = ((predicted != labels) & valid).sum(-1)  # Hamming distance over real positions
+            count = (distance.float() * ratio).round().long()  # (batch,)
+            keys = torch.rand(labels.shape, device=labels.device).masked_fill(~valid, 2.0)  # padding sorts last
+            rank = keys.argsort(-1).argsort(-1)  # each position's rank in a random order of real positions
+            glanced = rank < count[:, None]  # (batch, tgt_len)
+        targets = self.model.shared(labels.clamp(min=0).masked_fill(~valid, self.config.pad_token_id))
+        targets = targets * self.model.embed_scale + self.model.decoder_positions.weight[: labels.shape[-1]]
+        return torch.where(glanced[..., None], targets.to(embeds.dtype), embeds), glanced
 
     # ----- scoring (EM selection, CM) -----------------------------------------------------------------------------
 

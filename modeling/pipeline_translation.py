@@ -80,7 +80,12 @@ class TranslationPipeline(Pipeline):
         return result
 
     def _sanitize_parameters(
-        self, truncation=None, clean_up_tokenization_spaces=None, return_tensors=None, return_text=None, **generate_kwargs
+        self,
+        truncation=None,
+        clean_up_tokenization_spaces=None,
+        return_tensors=None,
+        return_text=None,
+        **generate_kwargs,
     ):
         preprocess = {} if truncation is None else {"truncation": truncation}
         postprocess = {}

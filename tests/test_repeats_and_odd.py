@@ -61,7 +61,12 @@ def test_argmax_of_the_untrained_nat_repeats_so_the_odd_checks_below_mean_someth
 
 @pytest.mark.parametrize(
     "knobs",
-    [{}, {"odd_top_k": 2}, {"length_beam": 5, "min_length": 10}, {"length_beam": 5, "min_length": 10, "rescore": True}],
+    [
+        {},
+        {"odd_top_k": 2},
+        {"length_beam": 5, "min_length": 10},
+        {"length_beam": 5, "min_length": 10, "rescore": True},
+    ],
 )
 def test_generate_with_odd_leaves_no_equal_neighbours(models, tokenizer, sources, knobs):
     ar, nat = models
@@ -104,4 +109,6 @@ def test_test_tables_report_no_repeats_for_odd_rows(models, tokenizer, sources, 
     assert rates["r0/nat_argmax"] > 0.05
     assert rates["r0/nat_odd"] == 0.0 and rates["r0/nat_lb9_odd_rescore"] == 0.0
     table = evaluate_em.markdown(result)
-    assert "| NAT, raw data | ODD |" in table and "| 0.0% |" in table.split("| NAT, raw data | ODD |")[1].split("\n")[0]
+    assert (
+        "| NAT, raw data | ODD |" in table and "| 0.0% |" in table.split("| NAT, raw data | ODD |")[1].split("\n")[0]
+    )

@@ -10,6 +10,7 @@ This file imports only torch, transformers and its sibling files: `save_pretrain
 for `trust_remote_code` users.
 """
 
+import inspect
 import math
 import os
 import shutil
@@ -549,6 +550,8 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
                         "odd and rescorer for search.",
                         stacklevel=3,
                     )
+            elif key in self._forward_only_arguments():
+                continue  # a model input generate() has no use for (labels from Seq2SeqTrainer.predict...)
             elif key not in (
                 "output_scores",
                 "output_attentions",
@@ -570,6 +573,12 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
                 f"{sorted(NAT_GENERATION_DEFAULTS)} plus max_length, max_new_tokens, min_length, rescorer."
             )
         return settings
+
+    @classmethod
+    def _forward_only_arguments(cls) -> set[str]:
+        """Arguments of `forward` that are not generate() inputs: callers such as `Seq2SeqTrainer.predict` pass a
+        batch's training inputs (labels, decoder_input_ids...) to generate(), which ignores them, as stock models do."""
+        return set(inspect.signature(cls.forward).parameters) - {"self", "input_ids", "attention_mask", "kwargs"}
 
     def _length_limit(self, settings) -> int:
         limit = self.config.max_position_embeddings

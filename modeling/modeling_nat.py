@@ -111,6 +111,19 @@ class NATGenerateOutput(ModelOutput):
     lengths: torch.LongTensor | None = None
 
 
+def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+    """Move every row's real tokens to the front (right padding), so that a left-padded batch encodes, and copies its
+    source into the decoder, exactly as a right-padded one. A no-op (no copy) when nothing is left-padded.
+
+    Returns:
+        `(input_ids, attention_mask)`, both (batch, src_len).
+    """
+    if attention_mask is None or bool(attention_mask[:, 0].all()) or not bool(attention_mask.any()):
+        return input_ids, attention_mask
+    order = torch.argsort(attention_mask.eq(0).to(torch.int8), dim=1, stable=True)  # real tokens first, in order
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
 def _padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(batch,) lengths -> (batch, max_len) bool, True on real positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
@@ -269,6 +282,13 @@ class NATModel(NATPreTrainedModel):
                 f"max_length={self.config.max_position_embeddings}."
             )
 
+    def check_token_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+            raise ValueError(
+                f"Input ids must lie in [0, vocab_size={self.config.vocab_size}), got ids from {int(input_ids.min())} "
+                f"to {int(input_ids.max())}: encode with the tokenizer saved with the model."
+            )
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Encode the source behind the length slot.
 
@@ -277,6 +297,7 @@ class NATModel(NATPreTrainedModel):
             (batch, 1 + src_len) bool (True = real token) or None when nothing is padded.
         """
         self.check_source_length(input_ids)
+        self.check_token_ids(input_ids)
         batch, src_len = input_ids.shape
         tokens = self.shared(input_ids) * self.embed_scale  # (batch, src_len, d)
         slot = self.length_slot.to(tokens.dtype).expand(batch, 1, -1)  # (batch, 1, d)
@@ -442,6 +463,7 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
             max_len = decoder_attention_mask.shape[-1]
         if not 0.0 <= glancing_ratio <= 1.0:
             raise ValueError(f"glancing_ratio must be in [0, 1], got {glancing_ratio}.")
+        input_ids, attention_mask = right_align(input_ids, attention_mask)
         glanced = None
         glance = None
         if labels is not None and glancing_ratio > 0 and self.training:
@@ -514,6 +536,7 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         flat = labels.flatten(0, 1) if candidates else labels  # (batch * n, tgt_len)
         repeats = labels.shape[1] if candidates else 1
         lengths, valid = self._target_lengths(flat)
+        input_ids, attention_mask = right_align(input_ids, attention_mask)
         encoder_states, memory_mask = self.model.encode(input_ids, attention_mask)
         length_log_probs = self.model.predict_length_logits(encoder_states).float().log_softmax(-1)
         if repeats > 1:  # the decoder shares each source's encoding among its candidates
@@ -574,6 +597,11 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
             )
         return settings
 
+    def _has_content(self, input_ids, attention_mask) -> torch.Tensor:
+        """(batch,) bool: the source holds a token other than PAD, EOS and BOS."""
+        special = torch.tensor(self._special_ids, device=input_ids.device)
+        return (attention_mask.bool() & ~torch.isin(input_ids, special)).any(-1)
+
     @classmethod
     def _forward_only_arguments(cls) -> set[str]:
         """Arguments of `forward` that are not generate() inputs: callers such as `Seq2SeqTrainer.predict` pass a
@@ -623,11 +651,23 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         settings = self._resolve_generation_settings(generation_config, kwargs)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
+        if input_ids.shape[1] == 0:  # nothing to translate: EOS alone
+            sequences = input_ids.new_full((input_ids.shape[0], 1), self.config.eos_token_id)
+            if return_dict_in_generate:
+                return NATGenerateOutput(
+                    sequences=sequences,
+                    sequences_scores=sequences.new_zeros(len(sequences), dtype=torch.float),
+                    lengths=sequences.new_ones(len(sequences)),
+                )
+            return sequences
+        input_ids, attention_mask = right_align(input_ids, attention_mask)
         encoder_states, memory_mask = self.model.encode(input_ids, attention_mask)
         length_log_probs = self._length_log_probs(encoder_states, settings)  # (batch, classes)
         beam = int(settings["length_beam"])
         min_len = max(1, int(settings["min_length"]))
         lengths = length_candidates(length_log_probs.argmax(-1), beam, min_len, self._length_limit(settings))
+        # a source with no content (blank, EOS only) translates to EOS alone, whatever the length head says
+        lengths = lengths.masked_fill(~self._has_content(input_ids, attention_mask)[:, None], 1)
         lengths = lengths.flatten()  # (batch * beam,)
         if beam > 1:  # the decoder shares each source's encoding among its length candidates
             input_ids_rep = input_ids.repeat_interleave(beam, dim=0)

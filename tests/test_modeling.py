@@ -207,3 +207,43 @@ def test_config_is_a_stock_seq2seq_size_vocabulary():
         ),
         NATForConditionalGeneration,
     )
+
+
+def test_source_without_content_translates_to_eos_alone(nat, tokenizer):
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    real = tokenizer(["the cat sees the house ."], return_tensors="pt")["input_ids"]
+    only_eos = torch.full_like(real, pad)
+    only_eos[0, 0] = eos
+    batch = torch.cat([only_eos, real])
+    for knobs in ({}, {"length_beam": 3}, {"odd": False}):
+        out = nat.generate(input_ids=batch, attention_mask=batch.ne(pad).long(), **knobs)
+        assert out[0, 0].item() == eos and bool(out[0, 1:].eq(pad).all())
+        assert (out[1] == eos).sum() == 1 and out[1, 0].item() != eos  # a real source still gets content
+    empty = nat.generate(input_ids=torch.zeros(2, 0, dtype=torch.long))
+    assert empty.tolist() == [[eos], [eos]]
+
+
+def test_left_padded_sources_decode_like_each_sentence_alone(nat, tokenizer, pairs):
+    texts = [pairs[0][0], pairs[5][0] + " " + pairs[6][0], pairs[9][0]]
+    tokenizer.padding_side = "left"
+    try:
+        left = tokenizer(texts, return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = "right"
+    assert not bool(left["attention_mask"][:, 0].all())  # some rows really are left-padded
+    out = nat.generate(**left, return_dict_in_generate=True)
+    scores = nat.score_targets(**left, labels=out.sequences.masked_fill(out.sequences == tokenizer.pad_token_id, -100))
+    for row, text in enumerate(texts):
+        alone = nat.generate(**tokenizer([text], return_tensors="pt"), return_dict_in_generate=True)
+        length = int(alone.lengths[0])
+        assert out.sequences[row, :length].tolist() == alone.sequences[0, :length].tolist()
+        alone_score = nat.score_targets(**tokenizer([text], return_tensors="pt"), labels=alone.sequences)
+        assert scores[row].item() == pytest.approx(alone_score[0].item(), abs=1e-4)
+
+
+def test_ids_beyond_the_vocabulary_are_a_clear_error(nat):
+    bad = torch.tensor([[5, nat.config.vocab_size + 3, nat.config.eos_token_id]])
+    with pytest.raises(ValueError, match=f"vocab_size={nat.config.vocab_size}"):
+        nat.generate(input_ids=bad)
+    with pytest.raises(ValueError, match="encode with the tokenizer saved with the model"):
+        nat(input_ids=torch.tensor([[-1, 5]]))

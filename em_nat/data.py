@@ -18,6 +18,7 @@ message names the file, the line and the fix. The library never prints; it logs 
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,6 +362,12 @@ def _read_tsv(path: Path, source_lang: str, target_lang: str, strip: bool) -> _F
                 swap = header[0] == target_lang
                 logger.info("%s: header line %r, columns %s.", path, line, header)
                 continue
+            if _looks_like_language_header(header):
+                raise DataError(
+                    f"{path}: the first line {line.strip()!r} looks like a header naming the languages {header}, "
+                    f"but this run's languages are {source_lang!r} -> {target_lang!r}. Pass source_lang/target_lang "
+                    f"to match it (--source_lang {header[0]} --target_lang {header[1]}), or remove the line."
+                )
         if len(cells) != 2:
             bad_rows.append((number, len(cells)))
             continue
@@ -377,6 +384,29 @@ def _read_tsv(path: Path, source_lang: str, target_lang: str, strip: bool) -> _F
             "with a space, or use two line-aligned text files or JSONL."
         )
     return _FilePairs(sources, targets, numbers, path, path)
+
+
+# ISO 639-1 codes, optionally with a region or script (`pt_BR`, `zh-Hant`), and the generic column names
+ISO_639_1 = set(
+    "aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee el en "
+    "eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu hy hz ia id ie ig ii ik io is it iu ja jv "
+    "ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne "
+    "ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st "
+    "su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu".split()
+)
+GENERIC_COLUMNS = {"src", "tgt", "source", "target"}
+
+
+def _is_language_code(cell: str) -> bool:
+    base, _, region = cell.replace("-", "_").partition("_")
+    if cell in GENERIC_COLUMNS:
+        return True
+    return base in ISO_639_1 and (not region or re.fullmatch(r"[A-Za-z]{2,4}", region) is not None)
+
+
+def _looks_like_language_header(cells: list[str]) -> bool:
+    """Two different language codes (`en`, `de`, `pt_BR`, `src`...): a header, not a sentence pair."""
+    return len(cells) == 2 and cells[0] != cells[1] and all(_is_language_code(cell) for cell in cells)
 
 
 def _read_jsonl(path: Path, source_lang: str, target_lang: str, strip: bool) -> _FilePairs:

@@ -430,3 +430,16 @@ def test_multi30k_first_lines():
     assert dataset["train"][0]["translation"] == first
     sources, targets = data.pairs(dataset["validation"], "en", "de")
     assert all(text and text == text.strip() for text in sources + targets)
+
+
+@pytest.mark.parametrize("header", ["en\tde", "de\ten", "src\ttgt", "pt_BR\ten"])
+def test_a_language_header_that_does_not_name_the_run_languages_is_an_error(tmp_path, header):
+    path = write_tsv(tmp_path / "train.tsv", header=header)
+    with pytest.raises(DataError, match="looks like a header naming the languages"):
+        data.load_parallel_data(train=str(path), source_lang="fr", target_lang="it")
+
+
+def test_a_pair_of_short_words_is_not_mistaken_for_a_header(tmp_path):
+    path = write_tsv(tmp_path / "train.tsv", [("yes", "ja")] + list(PAIRS))
+    loaded = data.load_parallel_data(train=str(path), source_lang="en", target_lang="de")
+    assert loaded["train"][0]["translation"] == {"en": "yes", "de": "ja"}

@@ -8,8 +8,10 @@ retried with back-off and then reported; local checkpoints are never touched by 
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ def build_model_card(
     kind: str = "nat",
     test_result: dict | None = None,
     example: str = "a source sentence",
+    folder: str | None = None,
 ) -> ModelCard:
     """The model card of one round's NAT (`kind="nat"`) or AR (`kind="ar"`).
 
@@ -89,8 +92,13 @@ def build_model_card(
         test_result: the run's test-set evaluation (`examples/evaluate_em.py`); a NAT card then lists this round's
             rows and the AR's, and its model-index holds the test BLEU of each NAT decoding.
         example: the source sentence of the usage snippet.
+        folder: the saved model the card describes; its `generation_config.json` gives the decoding section.
+            Defaults to the trainer's layout, `<output_dir>/round-<t>/nar` (or `ar`).
     """
     import json
+
+    if folder is None:
+        folder = os.path.join(args.output_dir, f"round-{round_index}", {"nat": "nar", "ar": "ar"}[kind])
 
     src, tgt = args.source_lang, args.target_lang
     bleu_key = "eval/bleu_nar_odd" if kind == "nat" else "eval/bleu_ar_beam"
@@ -158,9 +166,7 @@ def build_model_card(
         cm=f"{cm:.3f}" if isinstance(cm, (int, float)) else "n/a",
         changed=f"{100 * changed:.1f}%" if isinstance(changed, (int, float)) else "n/a",
         results="\n".join(rows) if len(rows) > 2 else "No validation data was given.",
-        decoding="`odd=True, length_beam=1` by default; `length_beam=9, rescorer=<AR>` for AR rescoring."
-        if kind == "nat"
-        else f"beam search, `num_beams={args.eval_num_beams}`",
+        decoding=_decoding_section(folder, kind, args.eval_num_beams),
         repo_id=repo_id,
         revision=f"round-{round_index}",
         test_results=_test_section(test_rows, test_result) if test_rows else "",
@@ -168,6 +174,62 @@ def build_model_card(
         settings=json.dumps(args.to_dict(), indent=1, default=str),
     )
     return ModelCard(text)
+
+
+# The NAT's decoding knobs (`NAT_GENERATION_DEFAULTS` of modeling_nat.py), in the order the card lists them.
+NAT_DECODING_KNOBS = {
+    "length_beam": "length candidates decoded around the predicted length (1: the predicted length only)",
+    "odd": "ODD, optimal de-duplicated decoding (False: argmax at every position)",
+    "odd_top_k": "tokens per position that ODD chooses among",
+    "rescore_alpha": "GNMT length-penalty alpha of AR rescoring (used with `rescorer=<AR>` and `length_beam > 1`)",
+}
+AR_DECODING_KNOBS = {
+    "num_beams": "beams of `generate()` (1: greedy search)",
+    "max_length": "cap on the generated length",
+    "length_penalty": "beam-search length penalty",
+}
+
+
+def _decoding_section(folder: str, kind: str, eval_num_beams: int) -> str:
+    """The card's decoding section, rendered from the `generation_config.json` saved in `folder`: the defaults that
+    `generate()` and the pipeline really use when the model is loaded from the repo."""
+    from .modeling.modeling_nat import NAT_GENERATION_DEFAULTS
+
+    path = os.path.join(folder, "generation_config.json")
+    if os.path.isfile(path):
+        config = GenerationConfig.from_pretrained(folder)
+        source = "saved in this repo's `generation_config.json`"
+    else:  # loading rebuilds the defaults: the NAT's knobs (modeling_nat.py) or transformers' for the AR
+        config = GenerationConfig()
+        source = "built in (this repo has no `generation_config.json`)"
+    knobs = NAT_DECODING_KNOBS if kind == "nat" else AR_DECODING_KNOBS
+    lines = [
+        f"Defaults of `model.generate()` and the translation pipeline, {source}; any of them can be overridden per "
+        "call (`model.generate(**inputs, name=value)`).",
+        "",
+        "| setting | default | meaning |",
+        "|---|---|---|",
+    ]
+    global_defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()  # what AR generate() uses
+    for name, meaning in knobs.items():
+        value = getattr(config, name, None)
+        if value is not None:
+            shown = f"`{value!r}`"
+        elif kind == "nat":  # an unset knob: the NAT's generate() uses its built-in default
+            shown = f"`{NAT_GENERATION_DEFAULTS[name]!r}`"
+        else:  # an unset knob: transformers' generate() uses its global default
+            shown = f"`{global_defaults.get(name)!r}` (transformers' default)"
+        lines.append(f"| `{name}` | {shown} | {meaning} |")
+    lines.append("")
+    if kind == "nat":
+        lines.append(
+            "The validation BLEU above is measured with `length_beam=1` and `odd=False` (argmax) or `odd=True` "
+            "(ODD), whatever these defaults are. For AR rescoring pass the AR partner, e.g. "
+            "`model.generate(**inputs, length_beam=9, rescorer=ar_model)`."
+        )
+    else:
+        lines.append(f"The validation BLEU above uses beam search with `num_beams={eval_num_beams}`.")
+    return "\n".join(lines)
 
 
 def _training_targets(round_index: int, nar_targets: str) -> str:
@@ -213,6 +275,20 @@ PUSH_ATTEMPTS = 4
 PUSH_BACKOFF_SECONDS = 2.0  # doubled after each failed attempt
 
 
+def backoff_delays(max_attempts: int | None = None, backoff: float | None = None) -> list[float]:
+    """The waits of a push between its failed attempts: `backoff`, then doubled after each failure (2, 4, 8 s with
+    the defaults); one fewer than `max_attempts`, since nothing is awaited after the last attempt."""
+    max_attempts = PUSH_ATTEMPTS if max_attempts is None else max_attempts
+    backoff = PUSH_BACKOFF_SECONDS if backoff is None else backoff
+    return [backoff * 2**i for i in range(max_attempts - 1)]
+
+
+def wait(seconds: float) -> None:
+    """The default back-off wait of `push_folder` and `push_round` (`time.sleep`). Pass `sleep=` to them to use
+    another clock, e.g. a fake one in tests: `push_folder(..., sleep=clock.sleep)`."""
+    time.sleep(seconds)
+
+
 def push_folder(
     folder: str,
     repo_id: str,
@@ -222,14 +298,24 @@ def push_folder(
     private=False,
     max_attempts: int | None = None,
     backoff: float | None = None,
+    sleep: Callable[[float], object] | None = None,
 ) -> str:
     """Upload `folder` with `card` as README.md to `repo_id` (main), then branch `round-<t>` at that commit.
 
+    A failed attempt (an HTTP or transport error anywhere in the push) is retried from the start after the next
+    wait of `backoff_delays(max_attempts, backoff)`; files already committed are not committed twice, since the
+    client skips files whose content the repo holds.
+
+    Args:
+        max_attempts: attempts in all (default `PUSH_ATTEMPTS`, 4).
+        backoff: the first wait in seconds, doubled after each failure (default `PUSH_BACKOFF_SECONDS`, 2.0).
+        sleep: called with each wait in seconds (default `wait`, i.e. `time.sleep`).
     Returns:
         the commit id. Raises `HubPushError` after `max_attempts` failed attempts (local files are untouched).
     """
     max_attempts = PUSH_ATTEMPTS if max_attempts is None else max_attempts
-    backoff = PUSH_BACKOFF_SECONDS if backoff is None else backoff
+    delays = backoff_delays(max_attempts, backoff)
+    sleep = wait if sleep is None else sleep
     api = HfApi(token=token)
     branch = f"round-{round_index}"
     last_error = None
@@ -257,7 +343,7 @@ def push_folder(
             last_error = error
             logger.warning(f"Push of {folder} to {repo_id}, attempt {attempt}/{max_attempts} failed: {error}")
             if attempt < max_attempts:
-                time.sleep(backoff * 2 ** (attempt - 1))
+                sleep(delays[attempt - 1])
     raise HubPushError(
         f"Could not push {folder} to {repo_id} after {max_attempts} attempts ({type(last_error).__name__}: "
         f"{last_error}). The local checkpoint is intact; re-run the same command to retry the push."
@@ -268,8 +354,12 @@ class HubPushError(RuntimeError):
     """A push failed after its retries; the local files are intact."""
 
 
-def push_round(round_dir: str, round_index: int, args, metrics: dict) -> dict:
+def push_round(
+    round_dir: str, round_index: int, args, metrics: dict, sleep: Callable[[float], object] | None = None
+) -> dict:
     """Push a round's NAT (and its AR when `args.hub_ar_model_id` is set) with generated model cards.
+
+    `sleep` is the back-off wait of `push_folder` (default `wait`, i.e. `time.sleep`).
 
     Returns:
         `{"nat": commit, "ar": commit}` of what was pushed.
@@ -280,9 +370,9 @@ def push_round(round_dir: str, round_index: int, args, metrics: dict) -> dict:
         folder = os.path.join(round_dir, {"nat": "nar", "ar": "ar"}[kind])  # the trainer's folder names
         if not os.path.isdir(folder):
             continue  # round 0 without a raw-data NAT
-        card = build_model_card(round_index, args, metrics, repo_id, kind)
+        card = build_model_card(round_index, args, metrics, repo_id, kind, folder=folder)
         card.save(os.path.join(folder, "README.md"))
         pushed[kind] = push_folder(
-            folder, repo_id, round_index, card, token=args.hub_token, private=args.hub_private_repo
+            folder, repo_id, round_index, card, token=args.hub_token, private=args.hub_private_repo, sleep=sleep
         )
     return pushed

@@ -1,5 +1,8 @@
 """Build a NAT and its stock AR partner (`MarianMTModel`) of the same size on one tokenizer."""
 
+import functools
+
+import torch
 from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerBase
 
 from .modeling import NATConfig, NATForConditionalGeneration
@@ -71,3 +74,37 @@ def build_ar_model(
     """
     sized = nat_config if nat_config is not None else NATConfig(**_special_ids(tokenizer))
     return MarianMTModel(marian_config_like(sized, **{**config_kwargs, **_special_ids(tokenizer)}))
+
+
+def _zero_rows(rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad.index_fill(0, rows.to(grad.device), 0.0)
+
+
+def keep_pad_embedding_zero(model, zero_if_trained: bool = False) -> torch.utils.hooks.RemovableHandle | None:
+    """Zero the decoder-start (`<pad>`) row of a Marian AR's shared embedding and mask its gradient so it stays zero.
+
+    Marian decoders start from `<pad>`; Marian itself and CTranslate2's stock converter start them from a zero
+    vector instead. The row is zero at initialisation (`padding_idx`), but the output projection is tied to the
+    embedding, so every optimizer step moves it (Adam moves it by about the learning rate per step even though
+    `<pad>` is never a target), and the converted AR then decodes differently from `generate()`. With the row held
+    at zero, the stock conversion is exact. Call it on the model the optimizer trains, before training: the hook
+    lives on the parameter, so a model loaded with `from_pretrained` or copied with `deepcopy` needs it again.
+    Zeroing the row of an AR trained without the hook changes its first decoder input; `em_nat.export` converts
+    such an AR exactly without it.
+
+    Args:
+        zero_if_trained: also zero a row that is not zero (by default such a model, trained without the hook, is
+            left as it is and None is returned).
+    Returns:
+        The hook's handle, or None for a model this does not apply to (not Marian, its decoder does not start
+        from `<pad>`, or its start row is already trained and `zero_if_trained` is False).
+    """
+    config = model.config
+    if config.model_type != "marian" or config.decoder_start_token_id != config.pad_token_id:
+        return None
+    weight = model.get_decoder().embed_tokens.weight  # em-nat's ARs share it with the encoder and lm_head
+    if bool(weight[config.pad_token_id].any()) and not zero_if_trained:
+        return None  # an AR trained with a moving start row: zeroing it would change its translations
+    with torch.no_grad():
+        weight[config.pad_token_id].zero_()
+    return weight.register_hook(functools.partial(_zero_rows, torch.tensor([config.pad_token_id])))

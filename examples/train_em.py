@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 from em_nat.trainers import make_accelerator
+from em_nat.trainers.arguments import check_numeric_ranges
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser
 
 import em_nat
@@ -46,16 +47,16 @@ def load_preset(name_or_path: str) -> dict:
     """A preset's options: `examples/presets/<name>.json`, or any JSON file of option names and values."""
     path = name_or_path if name_or_path.endswith(".json") else os.path.join(PRESET_DIR, f"{name_or_path}.json")
     if not os.path.isfile(path):
-        raise SystemExit(
-            f"error: --preset {name_or_path!r} is neither a preset name ({', '.join(preset_names())}) nor a JSON file."
+        raise ValueError(
+            f"--preset {name_or_path!r} is neither a preset name ({', '.join(preset_names())}) nor a JSON file."
         )
     with open(path) as handle:
         try:
             values = json.load(handle)
         except json.JSONDecodeError as error:
-            raise SystemExit(f"error: preset {path} is not valid JSON: {error}") from None
+            raise ValueError(f"preset {path} is not valid JSON: {error}") from None
     if not isinstance(values, dict):
-        raise SystemExit(f"error: preset {path} must hold a JSON object of option names and values.")
+        raise ValueError(f"preset {path} must hold a JSON object of option names and values.")
     return values
 
 
@@ -102,6 +103,74 @@ class ScriptArguments:
     decoder_input: str = field(default="positional", metadata={"help": "'positional' or 'uniform_copy'."})
     speed_sentences: int = field(default=50, metadata={"help": "Validation sentences timed for the speed-up."})
 
+    def __post_init__(self):
+        check_numeric_ranges(vars(self), SCRIPT_RANGES)
+        if self.decoder_input not in ("positional", "uniform_copy"):
+            raise ValueError(f"decoder_input must be 'positional' or 'uniform_copy', got {self.decoder_input!r}.")
+
+
+SCRIPT_RANGES = {
+    "synthetic_num_train": (1, None, ()),
+    "synthetic_seed": (0, None, ()),
+    "max_train_samples": (1, None, (None,)),
+    "max_test_samples": (1, None, (None,)),
+    "vocab_size": (5, None, ()),
+    "d_model": (1, None, ()),
+    "encoder_layers": (1, None, ()),
+    "decoder_layers": (1, None, ()),
+    "attention_heads": (1, None, ()),
+    "ffn_dim": (1, None, ()),
+    "max_position_embeddings": (2, None, ()),
+    "dropout": (0, 0.99, ()),
+    "speed_sentences": (0, None, ()),
+}
+
+
+def check_run_arguments(script, em) -> None:
+    """Refuse option combinations that would fail late or silently give a wrong result, before any work."""
+    if not em.train_initial_ar and not script.ar_model:
+        raise ValueError(
+            "--train_initial_ar false needs --ar_model PATH (the trained AR to start from); without it a random AR "
+            "would make the round-1 targets."
+        )
+    if os.path.exists(em.output_dir) and not os.path.isdir(em.output_dir):
+        raise ValueError(f"--output_dir {em.output_dir} is a file; give a folder (new or holding this run).")
+    for option in ("ar_model", "tokenizer"):
+        value = getattr(script, option)
+        if value and _looks_local(value) and not os.path.isdir(value):
+            raise ValueError(f"--{option} {value}: no such folder (a local path; Hub names look like 'user/name').")
+    if script.ar_model and os.path.isdir(script.ar_model):
+        kind = _model_type(script.ar_model)
+        if kind == "em_nat":
+            raise ValueError(
+                f"--ar_model {script.ar_model} holds a NAT (model_type 'em_nat'); pass an AR folder "
+                "(an AutoModelForSeq2SeqLM such as round-0/ar of a run)."
+            )
+    if not script.ar_model:
+        for option in ("max_source_length", "max_target_length"):
+            if getattr(em, option) > script.max_position_embeddings:
+                raise ValueError(
+                    f"--{option} ({getattr(em, option)}) exceeds --max_position_embeddings "
+                    f"({script.max_position_embeddings}): the models could not embed such sequences. Lower "
+                    f"--{option} or raise --max_position_embeddings."
+                )
+
+
+def _looks_local(value: str) -> bool:
+    return (
+        value.startswith((".", "/", "~"))
+        or os.sep in value.rstrip(os.sep).split(os.sep, 1)[-1]
+        or os.path.exists(value)
+    )
+
+
+def _model_type(folder: str) -> str | None:
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"{folder} has no config.json: not a saved model folder (save_pretrained writes one).")
+    with open(path) as handle:
+        return json.load(handle).get("model_type")
+
 
 def _given_preset(argv) -> str | None:
     for i, arg in enumerate(argv):
@@ -123,17 +192,24 @@ def parse_args(argv):
     parser = HfArgumentParser((ScriptArguments, EMTrainingArguments), allow_abbrev=False)
     defaults = {"output_dir": DEFAULT_OUTPUT_DIR}
     if preset is not None:
-        values = load_preset(preset)
+        try:
+            values = load_preset(preset)
+        except ValueError as error:
+            parser.error(str(error))
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SystemExit(f"error: preset {preset!r} sets unknown options {unknown}; see --help for the names.")
+            parser.error(f"preset {preset!r} sets unknown options {unknown}; see --help for the names.")
         defaults.update(values)
     parser.set_defaults(**defaults)
     for action in parser._actions:  # a preset fills in required options (output_dir)
         if action.dest in defaults:
             action.required = False
-    script, em = parser.parse_args_into_dataclasses(argv)
+    try:
+        script, em = parser.parse_args_into_dataclasses(argv)
+        check_run_arguments(script, em)
+    except ValueError as error:
+        parser.error(str(error))
     return script, em, script.train is None and script.dataset_name is None
 
 
@@ -302,9 +378,7 @@ def run_demo_for_benchmark():
     run([])
     preset = load_preset("synthetic")
     last = os.path.join(DEFAULT_OUTPUT_DIR, f"round-{preset['num_rounds']}")
-    test = build_synthetic_task(SyntheticTaskConfig(num_train=preset["synthetic_num_train"]))[
-        "test"
-    ]
+    test = build_synthetic_task(SyntheticTaskConfig(num_train=preset["synthetic_num_train"]))["test"]
     src = os.path.join(DEFAULT_OUTPUT_DIR, "test.src")
     with open(src, "w") as handle:
         handle.writelines(pair["src"] + "\n" for pair in test["translation"])

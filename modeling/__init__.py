@@ -4,8 +4,8 @@ from .configuration_nat import NATConfig
 from .modeling_nat import (
     NATForConditionalGeneration,
     NATGenerateOutput,
-    NATModelOutput,
     NATModel,
+    NATModelOutput,
     NATOutput,
     NATPreTrainedModel,
 )

@@ -28,9 +28,12 @@ constants (ENDPOINT, HUGGINGFACE_CO_URL_TEMPLATE, HF_HUB_OFFLINE=False, HF_HUB_D
 file under ``hf_home``), the module-level ``HfApi`` and transformers' cached one, and sets ``HF_TOKEN=hf_test``
 (write endpoints answer 401 without a bearer token). ``monkeypatch`` undoes all of it after the test.
 
-Failure injection: ``server.fail_next(n, status=500, path_contains="/commit/", method="POST")`` answers the next
-``n`` matching requests with ``status``; ``server.requests`` lists ``(method, path)`` of every request (to count
-retries). huggingface_hub retries 5xx on preupload, LFS batch and tree listing, but not on the commit POST.
+Failure injection: ``server.fail_next(n, status=500, path_contains="/commit/", method="POST", after=0)`` lets
+``after`` matching requests through, then answers the next ``n`` with ``status``; ``server.pending_failures()``
+counts the injected failures not answered yet; ``server.requests`` lists ``(method, path)`` of every request,
+failed ones included (to count retries exactly), and ``server.responses`` ``(method, path, status)`` of every
+answer, in the order they were sent. huggingface_hub retries 5xx on preupload, LFS batch and tree
+listing, but not on the commit POST.
 
 Endpoints (``{kind}``: models, datasets or spaces; ``{rev}``: URL-quoted branch, tag or full commit id):
 ``GET /api/whoami-v2``; ``POST /api/repos/create``; ``DELETE /api/repos/delete``; ``POST /api/validate-yaml``;
@@ -311,6 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+        self.server.hub.responses.append((self.command, urlsplit(self.path).path, status))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -484,12 +488,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HubServer:
-    """The running server: ``url``, ``store``, ``requests`` log, ``lfs_threshold``, ``fail_next()``, ``shutdown()``."""
+    """The running server: ``url``, ``store``, ``requests`` and ``responses`` logs, ``lfs_threshold``, ``fail_next()``,
+    ``pending_failures()``, ``clear_failures()``, ``shutdown()``."""
 
     def __init__(self, storage_dir: str | Path, *, lfs_threshold: int | None = None):
         self.store = RepoStore(storage_dir)
         self.lfs_threshold = lfs_threshold
         self.requests: list[tuple[str, str]] = []
+        self.responses: list[tuple[str, str, int]] = []
         self._failures: list[list] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -503,10 +509,18 @@ class HubServer:
     def __iter__(self):  # ``url, shutdown = start_hub_server(path)``
         return iter((self.url, self.shutdown))
 
-    def fail_next(self, n: int = 1, status: int = 500, path_contains: str = "", method: str | None = None) -> None:
-        """Answer the next ``n`` requests whose path contains ``path_contains`` (and method matches) with ``status``."""
+    def fail_next(
+        self, n: int = 1, status: int = 500, path_contains: str = "", method: str | None = None, after: int = 0
+    ) -> None:
+        """Answer the next ``n`` requests whose path contains ``path_contains`` (and method matches) with ``status``,
+        after letting ``after`` of them through (``after=1``: the second matching request fails)."""
         with self._lock:
-            self._failures.append([n, status, path_contains, method])
+            self._failures.append([n, status, path_contains, method, after])
+
+    def pending_failures(self) -> int:
+        """How many injected failures are still to be answered."""
+        with self._lock:
+            return sum(failure[0] for failure in self._failures)
 
     def clear_failures(self) -> None:
         """Drop every pending injected failure (the Hub is back)."""
@@ -517,6 +531,9 @@ class HubServer:
         with self._lock:
             for failure in self._failures:
                 if failure[0] > 0 and failure[2] in path and failure[3] in (None, method):
+                    if failure[4] > 0:  # still letting matching requests through
+                        failure[4] -= 1
+                        continue
                     failure[0] -= 1
                     return failure[1]
         return None

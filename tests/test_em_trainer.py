@@ -189,3 +189,35 @@ def test_tensorboard_tracker_and_bf16_autocast(tokenizer, pairs, tmp_path, fresh
     assert events and all(e.stat().st_size > 0 for e in events)
     assert metrics["round-1"]["em/settings"]["mixed_precision"] == "bf16"
     assert metrics["round-1"]["nar/loss"] > 0
+
+
+def test_every_numeric_option_has_a_range():
+    import dataclasses
+
+    from em_nat.trainers.arguments import NUMERIC_RANGES
+
+    numeric = {f.name for f in dataclasses.fields(EMTrainingArguments) if f.type in (int, float, "int", "float")}
+    assert numeric and numeric == set(NUMERIC_RANGES)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("max_tokens", 0, "max_tokens must be >= 1, got 0"),
+        ("eval_max_samples", 0, r"eval_max_samples must be >= 1 \(or -1\), got 0"),
+        ("label_smoothing", 1.0, r"label_smoothing must be in \[0, 0.999\]"),
+        ("ar_learning_rate", 0.0, "ar_learning_rate must be >="),
+        ("num_rounds", -1, "num_rounds must be >= 0"),
+        ("nat_glancing_ratio", "0.7:1.2", "nat_glancing_ratio must be a ratio in"),
+    ],
+)
+def test_out_of_range_options_are_refused_with_the_option_and_range(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        EMTrainingArguments(output_dir="x", **{option: value})
+
+
+def test_fp16_without_a_gpu_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: fp16 is valid here")
+    with pytest.raises(ValueError, match="fp16' needs a CUDA GPU"):
+        EMTrainingArguments(output_dir="x", mixed_precision="fp16")

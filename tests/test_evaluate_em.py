@@ -128,11 +128,6 @@ def test_multi30k_presets_fill_in_what_the_command_line_leaves_out():
     assert synthetic and em.output_dir == train_em.DEFAULT_OUTPUT_DIR and em.source_lang == "src"
 
 
-def test_unknown_preset_is_refused_with_the_choices():
-    with pytest.raises(SystemExit, match="multi30k-cpu"):
-        train_em.parse_args(["--preset", "multi30k"])
-
-
 def test_lone_cpu_process_under_accelerate_launch_uses_every_core(monkeypatch):
     calls = []
     monkeypatch.setattr(train_em.torch, "set_num_threads", calls.append)

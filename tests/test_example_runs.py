@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import make_pairs
 from datasets import load_from_disk
+from em_nat.trainers.training import CHECKPOINT, STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "examples" / "train_em.py")
@@ -18,7 +19,7 @@ TINY = (
     "--source_lang en --target_lang de --vocab_size 120 --d_model 32 --encoder_layers 1 --decoder_layers 1 "
     "--attention_heads 2 --ffn_dim 64 --max_position_embeddings 48 --dropout 0 --num_rounds 2 --num_candidates 3 "
     "--candidate_beam_size 3 --warmup_steps 5 --max_tokens 256 --eval_steps 10 --save_steps 5 "
-    "--max_target_length 24 --eval_num_beams 2 --speed_sentences 3"
+    "--max_source_length 48 --max_target_length 24 --eval_num_beams 2 --speed_sentences 3"
 ).split()
 
 
@@ -112,8 +113,10 @@ def test_killed_run_resumes_without_losing_completed_phases(data_files, single_r
     out = tmp_path / "run"
     command = _command(data_files, out, "--gradient_accumulation_steps", "2", steps=60)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=tmp_path)
-    # wait until round 0's AR is complete and round 0's NAT has a mid-phase checkpoint, then kill hard
-    reached = _wait_for("round-0/work/nar/checkpoint/phase_state.json", out, proc)
+    # wait until round 0's AR is complete and round 0's NAT has a mid-phase checkpoint, then kill hard. The marker is
+    # the state file inside checkpoint/, which exists only once a complete checkpoint (written whole in
+    # checkpoint.new/) has been renamed into place, never while one is being written.
+    reached = _wait_for(f"round-0/work/nar/{CHECKPOINT}/{STATE_FILE}", out, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert reached, "the run ended before the kill point"
@@ -129,35 +132,34 @@ def test_killed_run_resumes_without_losing_completed_phases(data_files, single_r
 
 
 def test_benchmark_script_prints_ratios_measured_in_one_run(tmp_path):
-    command = [
-        sys.executable,
-        str(ROOT / "examples" / "benchmark.py"),
-        "--random-weights",
-        "--batch-sizes",
-        "1,2",
-        "--batch1-sentences",
-        "2",
-        "--max-sentences",
-        "4",
-        "--repeats",
-        "1",
-        "--warmup",
-        "1",
-        "--output_json",
-        str(tmp_path / "b.json"),
-        "--output_md",
-        str(tmp_path / "b.md"),
-    ]
+    """Tiny random models; every runtime and thread setting in its own process; each method reported at its best
+    setting; ratios against CT2 int8 greedy / beam 5 from the same run (CT2 rows only where ctranslate2 is)."""
+    import importlib.util
+
+    command = [sys.executable, str(ROOT / "examples" / "benchmark.py"), "--random-weights"]
+    command += "--vocab-size 200 --d-model 32 --layers 1 --heads 2 --source-len 8 --output-len 6".split()
+    command += "--batch-sizes 1,2 --batch1-sentences 2 --max-sentences 4 --repeats 1 --warmup 1".split()
+    command += ["--output_json", str(tmp_path / "b.json"), "--output_md", str(tmp_path / "b.md")]
     proc = _run(command, cwd=tmp_path)
     result = json.loads((tmp_path / "b.json").read_text())
-    methods = {(row["method"], row["batch_size"]) for row in result["rows"]}
-    assert methods == {
-        (m, b) for m in ("ar_greedy", "ar_beam5", "nat_argmax", "nat_odd", "nat_lb9_odd_rescore") for b in (1, 2)
-    }
+    has_ct2 = importlib.util.find_spec("ctranslate2") is not None
+    methods = ["ar_greedy", "ar_beam5", "nat_argmax", "nat_odd", "nat_lb9_odd_rescore"]
+    methods += ["ct2_int8_greedy", "ct2_int8_beam5", "ct2_float32_greedy", "ct2_float32_beam5"] if has_ct2 else []
+    assert {(row["method"], row["batch_size"]) for row in result["rows"]} == {(m, b) for m in methods for b in (1, 2)}
+    assert "d_model 32, 1+1 layers" in result["setting"] and "7 tokens (6 + EOS)" in result["setting"]
     for row in result["rows"]:
-        same = [r for r in result["rows"] if r["batch_size"] == row["batch_size"] and r["method"] == "ar_beam5"][0]
-        assert row["speedup_vs_ar_beam5"] == pytest.approx(row["sentences_per_s"] / same["sentences_per_s"])
-    assert "| nat_odd | 1 |" in proc.stdout and "Machine:" in proc.stdout
+        same_batch = {r["method"]: r for r in result["rows"] if r["batch_size"] == row["batch_size"]}
+        swept = [r for r in result["sweep"] if (r["method"], r["batch_size"]) == (row["method"], row["batch_size"])]
+        assert {r["setting"] for r in swept} >= {"1", "2"}  # threads 1 and 2, each in its own process
+        assert row["sentences_per_s"] == max(r["sentences_per_s"] for r in swept)
+        assert row["tokens_per_sentence"] == pytest.approx(7.0) or row["method"] == "nat_lb9_odd_rescore"
+        base = "ct2_int8_beam5" if has_ct2 else "ar_beam5"
+        assert row[f"speedup_vs_{base}"] == pytest.approx(row["sentences_per_s"] / same_batch[base]["sentences_per_s"])
+    if has_ct2:
+        assert "1x2" in {r["setting"] for r in result["sweep"] if r["batch_size"] == 2}  # CT2 inter_threads
+        best = next(r for r in result["rows"] if (r["method"], r["batch_size"]) == ("ct2_int8_greedy", 1))
+        assert f"| CT2 int8 greedy | {best['sentences_per_s']:.1f} ({best['setting']}) | 1.00x |" in proc.stdout
+    assert "| NAT + ODD | " in proc.stdout and "Machine:" in proc.stdout and "Thread sweep" in proc.stdout
 
 
 def test_example_script_with_a_pretrained_ar_and_tokenizer(data_files, tokenizer, tmp_path):

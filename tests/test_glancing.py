@@ -109,3 +109,42 @@ def test_ratio_anneals_linearly_from_start_to_end():
     ratios = [glancing_ratio_at(step, 5, 0.5, 0.3) for step in range(5)]
     assert ratios == pytest.approx([0.5, 0.45, 0.4, 0.35, 0.3])
     assert glancing_ratio_at(0, 1, 0.5, 0.3) == 0.5
+
+
+def test_em_run_with_glancing_trains_every_nat_with_the_annealed_ratio(tokenizer, pairs, tmp_path, monkeypatch):
+    from conftest import tiny_models
+    from datasets import Dataset
+
+    from em_nat import EMTrainer, EMTrainingArguments
+
+    seen = []
+    ar, nat = tiny_models(tokenizer)
+    original = type(nat).forward
+
+    def spy(self, *args, glancing_ratio=0.0, **kwargs):
+        if self.training and kwargs.get("labels") is not None:
+            seen.append(glancing_ratio)
+        return original(self, *args, glancing_ratio=glancing_ratio, **kwargs)
+
+    monkeypatch.setattr(type(nat), "forward", spy)
+    data = Dataset.from_dict({"translation": [{"src": s, "tgt": t} for s, t in pairs]})
+    args = EMTrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        num_rounds=1,
+        num_candidates=2,
+        candidate_beam_size=2,
+        ar_max_steps=2,
+        nar_max_steps=5,
+        warmup_steps=1,
+        max_tokens=256,
+        max_target_length=24,
+        eval_steps=5,
+        save_steps=5,
+        eval_num_beams=1,
+        nat_glancing_ratio="0.5:0.3",
+    )
+    metrics = EMTrainer(ar, nat, tokenizer, data, data.select(range(4)), args=args).train()
+    assert seen == pytest.approx([0.5, 0.45, 0.4, 0.35, 0.3] * 2)  # the raw-data NAT and round 1's NAT
+    assert metrics["round-1"]["em/settings"]["nat_glancing_ratio"] == "0.5:0.3"
+    assert metrics["round-1"]["nar/history"][-1]["nar/glancing_ratio"] == pytest.approx(0.3)
+    assert list(metrics["round-0"]["nar/config"]["glancing_ratio"]) == [0.5, 0.3]

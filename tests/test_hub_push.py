@@ -1,6 +1,11 @@
-"""EM rounds pushed to a Hub-compatible server on 127.0.0.1: model cards, round branches, loading back, failures."""
+"""EM rounds pushed to a Hub-compatible server on 127.0.0.1: model cards, round branches, loading back, failures.
+
+Every back-off wait goes to a fake clock (no test sleeps), and the retry tests count the server's requests exactly
+with the shipped schedule (4 attempts, waits of 2, 4 and 8 s): they fail when retries are switched off.
+"""
 
 import json
+import os
 
 import pytest
 import torch
@@ -8,20 +13,65 @@ import yaml
 from conftest import tiny_models
 from datasets import Dataset
 from hub_server import hub_env, start_hub_server
-from huggingface_hub import HfApi, hf_hub_download
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, MarianMTModel, pipeline
 
 import em_nat
 from em_nat import EMTrainer, EMTrainingArguments, hub
 
+SCHEDULE = [2.0, 4.0, 8.0]  # the shipped back-off: PUSH_ATTEMPTS = 4 attempts, the first wait 2 s, then doubled
+
+
+class FakeClock:
+    """Stands in for `time.sleep`: records each wait and moves `now` on instead of sleeping."""
+
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
+def clock(monkeypatch):
+    """The fake clock behind the pushes' default wait (the trainer pushes with `hub.wait`)."""
+    fake = FakeClock()
+    monkeypatch.setattr(hub, "wait", fake.sleep)
+    return fake
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch, clock):
     running = start_hub_server(tmp_path / "hub")
     hub_env(monkeypatch, running.url, tmp_path / "hf_home")
-    monkeypatch.setattr(hub, "PUSH_BACKOFF_SECONDS", 0.0)
     yield running
     running.shutdown()
+
+
+def commit_posts(server, since: int = 0) -> int:
+    """Commit requests the server received (failed ones included), from request number `since` on."""
+    return sum(method == "POST" and "/commit/" in path for method, path in server.requests[since:])
+
+
+def commit_statuses(server, since: int = 0) -> list[int]:
+    """The status of each commit request the server answered, from answer number `since` on."""
+    return [status for method, path, status in server.responses[since:] if method == "POST" and "/commit/" in path]
+
+
+def assert_same_weights(local, remote):
+    expected, actual = local.state_dict(), remote.state_dict()
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, actual[name]), name
+
+
+def assert_card_shows_decoding(card: str, nat):
+    """Each NAT knob of the card's decoding table is what `nat.generate()` uses when not told otherwise."""
+    settings = nat._resolve_generation_settings(None, {})
+    assert set(hub.NAT_DECODING_KNOBS) <= set(settings)
+    for knob in hub.NAT_DECODING_KNOBS:
+        assert f"| `{knob}` | `{settings[knob]!r}` |" in card, knob
 
 
 def _run(tokenizer, pairs, tmp_path, **overrides):
@@ -51,7 +101,7 @@ def _run(tokenizer, pairs, tmp_path, **overrides):
     return EMTrainer(ar, nat, tokenizer, data, data.select(range(8)), args=args)
 
 
-def test_each_round_is_pushed_with_a_model_card_and_loads_back(server, tokenizer, pairs, tmp_path):
+def test_each_round_is_pushed_with_a_model_card_and_loads_back(server, clock, tokenizer, pairs, tmp_path):
     metrics = _run(tokenizer, pairs, tmp_path).train()
     api = HfApi()
     branches = {b.name for b in api.list_repo_refs("test-user/em-nat-tiny").branches}
@@ -66,26 +116,39 @@ def test_each_round_is_pushed_with_a_model_card_and_loads_back(server, tokenizer
     assert result["metrics"][0]["args"]["signature"] == bleu["signature"]
     assert "EM round | 1 of 1" in card and "test-user/ar-tiny" in card and 'pipeline("translation"' in card
     assert "em-round-0" in open(hf_hub_download("test-user/em-nat-tiny", "README.md", revision="round-0")).read()
-    # round 1's NAT loads back from the Hub and translates as the local folder does
+    # every round's NAT and AR load back from the Hub with the local weights, tensor by tensor
+    for t in (0, 1):
+        for repo_id, folder, model_class in (
+            ("test-user/em-nat-tiny", "nar", em_nat.NATForConditionalGeneration),
+            ("test-user/ar-tiny", "ar", MarianMTModel),
+        ):
+            local = model_class.from_pretrained(tmp_path / "run" / f"round-{t}" / folder)
+            remote = AutoModelForSeq2SeqLM.from_pretrained(repo_id, revision=f"round-{t}")
+            assert type(remote) is model_class
+            assert_same_weights(local, remote)
+    # the card's decoding section is what the pushed NAT decodes with
+    assert_card_shows_decoding(
+        card, AutoModelForSeq2SeqLM.from_pretrained("test-user/em-nat-tiny", revision="round-1")
+    )
+    assert clock.sleeps == [] and server.pending_failures() == 0  # nothing was retried
+    # round 1's NAT translates from the Hub as the local folder does
     local = em_nat.NATForConditionalGeneration.from_pretrained(tmp_path / "run" / "round-1" / "nar")
-    remote = AutoModelForSeq2SeqLM.from_pretrained("test-user/em-nat-tiny", revision="round-1")
-    for name, tensor in local.state_dict().items():
-        assert torch.equal(tensor, remote.state_dict()[name]), name
     translator = pipeline("translation", model="test-user/em-nat-tiny", revision="round-1")
     local_pipe = pipeline(
         "translation", model=local, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "run" / "round-1" / "nar")
     )
     assert translator(pairs[0][0]) == local_pipe(pairs[0][0])
-    assert AutoModelForSeq2SeqLM.from_pretrained("test-user/ar-tiny", revision="round-1") is not None
 
 
-def test_failing_hub_is_retried_reported_and_keeps_local_checkpoints(server, tokenizer, pairs, tmp_path):
+def test_failing_hub_is_retried_reported_and_keeps_local_checkpoints(server, clock, tokenizer, pairs, tmp_path):
     server.fail_next(1000, status=503, path_contains="/commit/")
     trainer = _run(tokenizer, pairs, tmp_path)
-    with pytest.raises(hub.HubPushError, match="(?s)rounds \\[0, 1\\] could not be pushed.*re-run the same command"):
+    with pytest.raises(hub.HubPushError, match="(?s)rounds \\[0, 1\\] could not be pushed.*after 4 attempts"):
         trainer.train()
-    commits = [p for m, p in server.requests if m == "POST" and "/commit/" in p]
-    assert len(commits) >= 2 * hub.PUSH_ATTEMPTS  # every round was retried
+    # 4 pushes (rounds 0 and 1 when saved, again at the end of the run) of 4 attempts each, every attempt stopped
+    # by the failing commit of the NAT (a round's AR is not tried once its NAT failed); 3 waits per push
+    assert commit_posts(server) == 4 * 4
+    assert clock.sleeps == SCHEDULE * 4
     run = tmp_path / "run"
     for t in (0, 1):  # training went on and every round is on disk
         assert (run / f"round-{t}" / "nar" / "model.safetensors").is_file()
@@ -99,9 +162,119 @@ def test_failing_hub_is_retried_reported_and_keeps_local_checkpoints(server, tok
     assert {"round-0", "round-1"} <= branches
 
 
-def test_unreachable_hub_is_reported_and_keeps_local_checkpoints(server, tokenizer, pairs, tmp_path):
+def test_unreachable_hub_is_reported_and_keeps_local_checkpoints(server, clock, tokenizer, pairs, tmp_path):
     server.shutdown()  # nothing listens at the endpoint any more
     with pytest.raises(hub.HubPushError, match="could not be pushed"):
         _run(tokenizer, pairs, tmp_path).train()
+    assert clock.sleeps == SCHEDULE * 4  # 4 pushes (rounds 0 and 1, twice), each with the whole back-off
     for t in (0, 1):
         assert (tmp_path / "run" / f"round-{t}" / "nar" / "model.safetensors").is_file()
+
+
+def _saved_models(tokenizer, root):
+    """A tiny NAT and Marian AR saved the trainer's way, in `root/nar` and `root/ar` (model and tokenizer)."""
+    ar, nat = tiny_models(tokenizer)
+    for folder, model in (("nar", nat), ("ar", ar)):
+        model.save_pretrained(root / folder)
+        tokenizer.save_pretrained(root / folder)
+    return root / "nar", root / "ar"
+
+
+@pytest.mark.parametrize("failing_commit", [0, 1], ids=["weights-commit-fails", "card-commit-fails"])
+def test_push_that_fails_once_is_retried_once(server, tokenizer, tmp_path, failing_commit):
+    server.lfs_threshold = 1024  # the weights go through the LFS batch API, as on the Hub
+    card = ModelCard("---\nlicense: apache-2.0\n---\n\n# tiny\n")
+    for folder, repo_id in zip(_saved_models(tokenizer, tmp_path / "round-0"), ("test-user/nat", "test-user/ar")):
+        server.fail_next(1, status=503, path_contains="/commit/", method="POST", after=failing_commit)
+        since, answered, clock = len(server.requests), len(server.responses), FakeClock()
+        oid = hub.push_folder(str(folder), repo_id, 0, card, sleep=clock.sleep)
+        # attempt 1 gets the 503 (on the weights' commit, or on the card's once the weights are in); attempt 2
+        # commits what is missing (the client skips weights the repo already holds): 3 commit requests in all
+        assert commit_posts(server, since) == 3 and server.pending_failures() == 0
+        assert commit_statuses(server, answered) == ([503, 200, 200] if failing_commit == 0 else [200, 503, 200])
+        assert clock.sleeps == [2.0]
+        api = HfApi()
+        assert [c.title for c in api.list_repo_commits(repo_id)] == [
+            "Model card, EM round 0",
+            "EM round 0",
+            "initial commit",
+        ]
+        assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches} == {"main": oid, "round-0": oid}
+        files = sorted(api.list_repo_files(repo_id, revision="round-0"))
+        assert files == sorted(os.listdir(folder) + [".gitattributes", "README.md"])
+        assert open(hf_hub_download(repo_id, "README.md", revision="round-0")).read() == str(card)
+        for name in os.listdir(folder):
+            remote_bytes = open(hf_hub_download(repo_id, name, revision="round-0"), "rb").read()
+            assert remote_bytes == (folder / name).read_bytes(), name
+        local = AutoModelForSeq2SeqLM.from_pretrained(folder)
+        assert_same_weights(local, AutoModelForSeq2SeqLM.from_pretrained(repo_id, revision="round-0"))
+    assert any(method == "PUT" and "/lfs-upload/" in path for method, path in server.requests)
+
+
+def test_backoff_schedule_with_a_fake_clock(server, tmp_path):
+    assert hub.backoff_delays() == SCHEDULE
+    assert hub.backoff_delays(3, 0.5) == [0.5, 1.0] and hub.backoff_delays(1) == []
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"tiny": true}')
+    card = ModelCard("# tiny")
+    for failures in range(4):  # k failed attempts, then a successful one: the first k waits of the schedule
+        server.fail_next(failures, status=503, path_contains="/commit/", method="POST")
+        since, clock = len(server.requests), FakeClock()
+        hub.push_folder(str(folder), f"test-user/fails-{failures}", 0, card, sleep=clock.sleep)
+        assert clock.sleeps == SCHEDULE[:failures] and clock.now == sum(SCHEDULE[:failures])
+        assert commit_posts(server, since) == failures + 2  # the failed ones, then the folder's and the card's
+    # every attempt fails: 3 waits, none after the last attempt, then the error
+    server.fail_next(4, status=503, path_contains="/commit/", method="POST")
+    since, clock = len(server.requests), FakeClock()
+    with pytest.raises(hub.HubPushError, match="(?s)after 4 attempts.*local checkpoint is intact"):
+        hub.push_folder(str(folder), "test-user/fails-always", 0, card, sleep=clock.sleep)
+    assert clock.sleeps == SCHEDULE and commit_posts(server, since) == 4 and server.pending_failures() == 0
+    # the number of attempts and the first wait are parameters too
+    server.fail_next(5, status=503, path_contains="/commit/", method="POST")
+    clock = FakeClock()
+    with pytest.raises(hub.HubPushError, match="after 3 attempts"):
+        hub.push_folder(str(folder), "test-user/short", 0, card, max_attempts=3, backoff=0.5, sleep=clock.sleep)
+    assert clock.sleeps == [0.5, 1.0]
+
+
+def _card_args(tmp_path):
+    return EMTrainingArguments(
+        output_dir=str(tmp_path / "run"), num_rounds=2, source_lang="en", target_lang="de", eval_num_beams=5
+    )
+
+
+def test_model_card_decoding_section_is_the_saved_generation_config(tokenizer, tmp_path):
+    args = _card_args(tmp_path)
+    ar, nat = tiny_models(tokenizer)
+    nat.generation_config.update(length_beam=3, odd=False, odd_top_k=5, rescore_alpha=1.25)
+    ar.generation_config.num_beams = 4
+    nat_folder = tmp_path / "run" / "round-2" / "nar"
+    nat.save_pretrained(nat_folder)
+    ar.save_pretrained(tmp_path / "run" / "round-2" / "ar")
+    card = str(hub.build_model_card(2, args, {}, "test-user/nat", folder=str(nat_folder)))
+    decoding = card.split("## Decoding settings")[1].split("## Usage")[0]
+    for row in ("`length_beam` | `3`", "`odd` | `False`", "`odd_top_k` | `5`", "`rescore_alpha` | `1.25`"):
+        assert f"| {row} |" in decoding
+    assert "saved in this repo's `generation_config.json`" in decoding and "odd=True, length_beam=1" not in card
+    # what the card says is what the model loaded from the folder decodes with
+    assert_card_shows_decoding(decoding, em_nat.NATForConditionalGeneration.from_pretrained(nat_folder))
+    # the folder defaults to the trainer's layout under output_dir
+    assert str(hub.build_model_card(2, args, {}, "test-user/nat")) == card
+    ar_card = str(hub.build_model_card(2, args, {}, "test-user/ar", kind="ar"))
+    ar_decoding = ar_card.split("## Decoding settings")[1].split("## Usage")[0]
+    assert "| `num_beams` | `4` |" in ar_decoding  # the saved default
+    assert "`num_beams=5`" in ar_decoding  # what the validation BLEU used
+
+
+def test_model_card_without_a_generation_config_shows_the_built_in_defaults(tokenizer, tmp_path):
+    ar, nat = tiny_models(tokenizer)
+    folder = tmp_path / "run" / "round-1" / "nar"
+    nat.save_pretrained(folder)
+    ar.save_pretrained(tmp_path / "run" / "round-1" / "ar")  # its generation_config.json sets no num_beams
+    ar_card = str(hub.build_model_card(1, _card_args(tmp_path), {}, "test-user/ar", kind="ar"))
+    assert "| `num_beams` | `1` (transformers' default) |" in ar_card
+    os.remove(folder / "generation_config.json")
+    card = str(hub.build_model_card(1, _card_args(tmp_path), {}, "test-user/nat"))
+    assert "built in (this repo has no `generation_config.json`)" in card
+    assert_card_shows_decoding(card, em_nat.NATForConditionalGeneration.from_pretrained(folder))

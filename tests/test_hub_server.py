@@ -177,6 +177,21 @@ def test_injected_failures(tmp_path, hub, api):
     assert failure.value.response.status_code == 503
     assert api.list_repo_refs(REPO).branches[0].target_commit == head
     assert "b.txt" not in api.list_repo_files(REPO)
+    assert hub.pending_failures() == 0
+
+
+def test_injected_failure_after_some_requests_go_through(tmp_path, hub, api):
+    api.create_repo(REPO)
+    hub.fail_next(1, status=503, path_contains="/commit/", method="POST", after=1)
+    assert hub.pending_failures() == 1
+    api.upload_file(path_or_fileobj=b"a", path_in_repo="a.txt", repo_id=REPO, commit_message="goes through")
+    with pytest.raises(HfHubHTTPError) as failure:  # the second matching request is the one that fails
+        api.upload_file(path_or_fileobj=b"b", path_in_repo="b.txt", repo_id=REPO, commit_message="fails")
+    assert failure.value.response.status_code == 503 and hub.pending_failures() == 0
+    api.upload_file(path_or_fileobj=b"c", path_in_repo="c.txt", repo_id=REPO, commit_message="goes through")
+    commits = [status for method, path, status in hub.responses if method == "POST" and "/commit/" in path]
+    assert commits == [200, 503, 200]
+    assert api.list_repo_files(REPO) == [".gitattributes", "a.txt", "c.txt"]
 
 
 def test_start_hub_server_unpacks_and_stores_on_disk(tmp_path, monkeypatch):

@@ -2,9 +2,59 @@
 
 from dataclasses import asdict, dataclass, field
 
+import torch
+
+from .glancing import parse_glancing_ratio
 from .training import PhaseConfig
 
 NAR_TARGETS = ("one_best", "previous_selection")
+
+# Valid values of every numeric option: (lowest, highest, values allowed outside that range). None = unbounded.
+# Checked in one place (`check_numeric_ranges`), where the arguments enter, with the option, value and range named.
+NUMERIC_RANGES = {
+    "num_rounds": (0, None, ()),
+    "num_candidates": (1, None, ()),
+    "candidate_beam_size": (1, None, ()),
+    "ar_continue_max_steps": (1, None, (-1,)),
+    "max_source_length": (1, None, ()),
+    "max_target_length": (2, None, ()),
+    "ar_learning_rate": (1e-12, None, ()),
+    "nar_learning_rate": (1e-12, None, ()),
+    "ar_max_steps": (1, None, (-1,)),
+    "nar_max_steps": (1, None, (-1,)),
+    "ar_num_epochs": (1e-9, None, ()),
+    "nar_num_epochs": (1e-9, None, ()),
+    "warmup_steps": (0, None, ()),
+    "max_tokens": (1, None, ()),
+    "gradient_accumulation_steps": (1, None, ()),
+    "max_grad_norm": (0, None, ()),
+    "label_smoothing": (0, 0.999, ()),
+    "weight_decay": (0, None, ()),
+    "eval_steps": (1, None, ()),
+    "save_steps": (1, None, ()),
+    "ar_average_checkpoints": (1, None, ()),
+    "nar_average_checkpoints": (1, None, ()),
+    "seed": (0, None, ()),
+    "generation_max_sentences": (1, None, ()),
+    "generation_max_len_a": (0, None, ()),
+    "generation_max_len_b": (0, None, ()),
+    "eval_num_beams": (1, None, ()),
+    "eval_max_samples": (1, None, (-1,)),
+}
+
+
+def check_numeric_ranges(values: dict, ranges: dict) -> None:
+    """Raise `ValueError` naming the option, its value and the valid range for the first value out of range."""
+    for name, (low, high, special) in ranges.items():
+        value = values[name]
+        if value in special:
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            extra = f" (or {', '.join(map(str, special))})" if special else ""
+            raise ValueError(f"{name} must be {bounds}{extra}, got {value}.")
+
+
 RESTART_CHOICES = ("both", "nar", "ar", "none")
 
 
@@ -72,6 +122,13 @@ class EMTrainingArguments:
     keep_checkpoint: str = field(
         default="best", metadata={"help": "'best' (lowest validation loss) or 'last' model of each phase."}
     )
+    nat_glancing_ratio: str = field(
+        default="0",
+        metadata={
+            "help": "Glancing training of every NAT (GLAT, Qian et al. 2021): the glancing ratio, constant ('0.3') or "
+            "annealed linearly over each NAT phase ('0.5:0.3', GLAT's default); '0' = vanilla NAT training."
+        },
+    )
     ar_average_checkpoints: int = field(
         default=1,
         metadata={
@@ -79,9 +136,7 @@ class EMTrainingArguments:
             "updates, the last update included); 1 = no averaging (keep_checkpoint decides)."
         },
     )
-    nar_average_checkpoints: int = field(
-        default=1, metadata={"help": "As ar_average_checkpoints, for the NAT phase."}
-    )
+    nar_average_checkpoints: int = field(default=1, metadata={"help": "As ar_average_checkpoints, for the NAT phase."})
     mixed_precision: str = field(
         default="no", metadata={"help": "'no', 'bf16' or 'fp16' (fp16 needs a GPU; on CPU use bf16 or no)."}
     )
@@ -112,6 +167,8 @@ class EMTrainingArguments:
     )
 
     def __post_init__(self):
+        check_numeric_ranges(vars(self), NUMERIC_RANGES)
+        parse_glancing_ratio(self.nat_glancing_ratio)
         if self.candidate_beam_size < self.num_candidates:
             raise ValueError(
                 f"candidate_beam_size ({self.candidate_beam_size}) must be >= num_candidates "
@@ -130,6 +187,11 @@ class EMTrainingArguments:
             raise ValueError(f"keep_checkpoint must be 'best' or 'last', got {self.keep_checkpoint!r}.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}.")
+        if self.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise ValueError(
+                "mixed_precision='fp16' needs a CUDA GPU and none is available (on CPU it would train in fp32 while "
+                "the run records fp16); use 'bf16' or 'no'."
+            )
         if self.report_to not in ("none", "tensorboard"):
             raise ValueError(f"report_to must be 'none' or 'tensorboard', got {self.report_to!r}.")
         if self.num_rounds < 0 or self.num_candidates < 1:
@@ -166,6 +228,7 @@ class EMTrainingArguments:
             save_steps=self.save_steps,
             keep=self.keep_checkpoint,
             average_last=getattr(self, f"{name}_average_checkpoints"),
+            glancing_ratio=parse_glancing_ratio(self.nat_glancing_ratio) if name == "nar" else (0.0, 0.0),
             seed=self.seed,
         )
 

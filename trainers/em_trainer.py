@@ -28,7 +28,7 @@ from ..metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
 from ..modeling import check_tokenizer_compatible
 from .arguments import EMTrainingArguments
 from .candidates import generate_candidates, score_candidates, select_targets, translate
-from .training import Example, PhaseTrainer
+from .training import Example, PhaseTrainer, read_json_state, write_json_atomic
 
 logger = get_logger(__name__)
 
@@ -96,8 +96,7 @@ class EMTrainer:
         path = os.path.join(self.args.output_dir, STATE_FILE)
         if not os.path.isfile(path) or self.args.overwrite_output_dir:
             return
-        with open(path) as handle:
-            saved = json.load(handle)["fingerprint"]
+        saved = read_json_state(path, _state_recovery(self.args.output_dir))["fingerprint"]
         current = json.loads(json.dumps(self._fingerprint()))
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
@@ -114,10 +113,12 @@ class EMTrainer:
         }
 
     def _load_state(self):
+        """The run's record of completed phases. It is only ever replaced whole (`_complete`), so a kill leaves the
+        old or the new record; a file that still does not parse (damaged disk, edited by hand) raises a
+        `ValueError` naming it and the recovery (delete it, or --overwrite_output_dir, to start the run over)."""
         path = os.path.join(self.args.output_dir, STATE_FILE)
         if os.path.isfile(path) and not self.args.overwrite_output_dir:
-            with open(path) as handle:
-                return json.load(handle)
+            return read_json_state(path, _state_recovery(self.args.output_dir))
         return {"fingerprint": json.loads(json.dumps(self._fingerprint())), "completed": [], "metrics": {}}
 
     def _done(self, phase: str) -> bool:
@@ -129,10 +130,7 @@ class EMTrainer:
             self.state["metrics"].setdefault(phase.split("/")[0], {}).update(metrics)
         if self.accelerator.is_main_process:
             os.makedirs(self.args.output_dir, exist_ok=True)
-            tmp = os.path.join(self.args.output_dir, STATE_FILE + ".tmp")
-            with open(tmp, "w") as handle:
-                json.dump(self.state, handle, indent=1)
-            os.replace(tmp, os.path.join(self.args.output_dir, STATE_FILE))
+            write_json_atomic(os.path.join(self.args.output_dir, STATE_FILE), self.state, indent=1)  # tmp + rename
         self.accelerator.wait_for_everyone()
 
     def _dir(self, round_index: int, *parts) -> str:
@@ -269,6 +267,7 @@ class EMTrainer:
                 "nar_scores": scores,
                 "one_best": decode([c[0] for c in ids]),
                 "nar_target": decode(nar_targets),
+                "nar_target_ids": nar_targets,
                 "selection": chosen,
                 "selected": decode([c[k] for c, k in zip(ids, chosen)]),
                 "selected_ids": [c[k] for c, k in zip(ids, chosen)],
@@ -278,7 +277,7 @@ class EMTrainer:
             self.accelerator.wait_for_everyone()
             changed = sum(1 for k in chosen if k != 0) / len(chosen)
             self._complete(phase, {"em/selection_differs_from_1best": changed})
-        return load_from_disk(folder)["selected_ids"]
+        return list(load_from_disk(folder)["selected_ids"])  # a list: a datasets Column breaks batch_decode
 
     # ----- evaluation and saving ----------------------------------------------------------------------------------
 
@@ -411,6 +410,13 @@ def check_models_share_tokenizer(ar_model, nar_model, tokenizer):
             "share one tokenizer. Build both on it (em_nat.build_ar_model / build_nat_model), or load the AR's "
             "tokenizer and build the NAT from that."
         )
+
+
+def _state_recovery(output_dir) -> str:
+    return (
+        f"It records which phases of the EM run in {output_dir} are complete. Delete it (or pass "
+        "--overwrite_output_dir) to start the run over there."
+    )
 
 
 def _references(dataset, args) -> list:

@@ -4,6 +4,9 @@ Per phase: Adam (0.9, 0.98, eps 1e-9) with inverse-sqrt warm-up (PAPER.md, "The 
 gradient accumulation, clipping, mixed precision, batches by token budget with length bucketing, validation loss,
 steps or epochs, best or last checkpoint or the average of the last k, and resume from the phase's last checkpoint
 (`accelerator.save_state`).
+
+Checkpoints are crash-safe: a kill at any instant leaves one complete, self-consistent checkpoint on disk (see
+`PhaseTrainer._save_checkpoint` and `PhaseTrainer._load_checkpoint`).
 """
 
 import json
@@ -17,12 +20,87 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from em_nat.checkpoints import average_checkpoints, save_state_dict
+from em_nat.trainers.glancing import glancing_ratio_at
 from tqdm.auto import tqdm
+
+from em_nat.checkpoints import average_checkpoints, save_state_dict
+from em_nat.models import keep_pad_embedding_zero
 
 logger = get_logger(__name__)
 
 STATE_FILE = "phase_state.json"
+# A phase's committed checkpoint folder; a new one is written whole as checkpoint.new, swapped in by renames (the
+# replaced one passing through checkpoint.old), and folders being deleted are renamed to *.trash first.
+CHECKPOINT = "checkpoint"
+STAGED, PREVIOUS, TRASH = ".new", ".old", ".trash"
+
+
+def write_json_atomic(path: str, obj, indent=None):
+    """Write `obj` as JSON to `path` so that `path` always holds either its old or its new complete content: written
+    to `path.tmp`, flushed to disk, then renamed over `path` (a rename within one folder is atomic)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(obj, handle, indent=indent)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def read_json_state(path: str, recovery: str):
+    """The JSON in `path`; a file that does not parse (truncated, garbage) raises a `ValueError` that names the file
+    and says how to recover (`recovery`)."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is unreadable ({type(error).__name__}: {error}). {recovery}") from error
+
+
+def _fsync_dir(path: str):
+    """Make the renames inside folder `path` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: str):
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(root)
+
+
+def _discard(path: str):
+    """Delete folder `path`: first renamed to `path.trash`, so that a half-deleted folder never keeps a name that is
+    read as a checkpoint."""
+    if not os.path.lexists(path):
+        return
+    trash = path + TRASH
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def swap_in(staged: str, final: str):
+    """Replace folder `final` by the complete folder `staged` with two renames (final -> final.old, staged -> final),
+    then delete final.old. Until the second rename `final` (or, between the renames, final.old) is the previous
+    complete copy; from it on, the new one; the only good copy is never written over."""
+    previous = final + PREVIOUS
+    _discard(previous)
+    if os.path.lexists(final):
+        os.replace(final, previous)
+    os.replace(staged, final)
+    _fsync_dir(os.path.dirname(final) or ".")
+    _discard(previous)
 
 
 @dataclass
@@ -42,6 +120,7 @@ class PhaseConfig:
     save_steps: int = 500
     keep: str = "best"  # "best" (lowest validation loss) or "last"
     average_last: int = 1  # > 1: the phase's result is the mean of the weights at its last k save points
+    glancing_ratio: tuple[float, float] = (0.0, 0.0)  # NAT only: GLAT ratio at the first and the last update
     seed: int = 0
 
 
@@ -164,6 +243,8 @@ class PhaseTrainer:
         )
 
     def _prepare(self):
+        # an AR whose decoder starts from a zero <pad> row keeps it zero, so CTranslate2's stock converter is exact
+        keep_pad_embedding_zero(self.model)
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
         groups = [
@@ -177,23 +258,112 @@ class PhaseTrainer:
         self.scheduler = inverse_sqrt_schedule(self.optimizer, self.config.warmup_steps)
 
     def _save_checkpoint(self, state):
-        path = os.path.join(self.output_dir, "checkpoint")
-        self.accelerator.save_state(path)
+        """Write the resume checkpoint (accelerate state + `phase_state.json`) atomically.
+
+        Layout in `output_dir`: `checkpoint/` is the committed checkpoint; a new one is written whole into
+        `checkpoint.new/` (accelerate state, then, after every process is done, `phase_state.json` listing the size
+        of every file: the folder's completion mark), then swapped in by renames: `checkpoint/` -> `checkpoint.old/`,
+        `checkpoint.new/` -> `checkpoint/`, and `checkpoint.old/` is deleted. A kill at any point leaves one
+        complete checkpoint that `_load_checkpoint` finds: during the write, `checkpoint/` (the unfinished
+        `checkpoint.new/` is deleted); between the renames, `checkpoint.new/` (complete, so rolled forward).
+        """
+        final = os.path.join(self.output_dir, CHECKPOINT)
+        staged = final + STAGED
         if self.accelerator.is_main_process:
-            with open(os.path.join(path, STATE_FILE), "w") as handle:
-                json.dump({**state, "scheduler": self.scheduler.state_dict()}, handle)
+            _discard(staged)  # what a failed earlier write left
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(staged)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            files = {
+                os.path.relpath(os.path.join(root, name), staged): os.path.getsize(os.path.join(root, name))
+                for root, _, names in os.walk(staged)
+                for name in names
+            }
+            _fsync_tree(staged)
+            write_json_atomic(
+                os.path.join(staged, STATE_FILE), {**state, "scheduler": self.scheduler.state_dict(), "files": files}
+            )
+            swap_in(staged, final)
         self.accelerator.wait_for_everyone()
 
-    def _load_checkpoint(self):
-        path = os.path.join(self.output_dir, "checkpoint")
-        if not os.path.isfile(os.path.join(path, STATE_FILE)):
-            return {"step": 0, "micro_step": 0, "epoch": 0, "position": 0, "best_loss": None, "history": []}
-        self.accelerator.load_state(path)
-        with open(os.path.join(path, STATE_FILE)) as handle:
-            state = json.load(handle)
-        self.scheduler.load_state_dict(state.pop("scheduler"))
-        logger.info(f"{self.name}: resuming at update {state['step']} from {path}")
+    def _read_checkpoint(self, path):
+        """The state in checkpoint folder `path` if it is complete (its `phase_state.json` parses and every file it
+        lists is there with its size), else None."""
+        try:
+            with open(os.path.join(path, STATE_FILE)) as handle:
+                state = json.load(handle)
+            if not {"step", "micro_step", "epoch", "position", "scheduler"} <= set(state):
+                return None
+            files = state.get("files", {})  # none listed: a checkpoint of an earlier version, taken as it is
+            sizes = list(files.items())
+        except (OSError, ValueError, UnicodeDecodeError, TypeError, AttributeError):
+            return None
+        for name, size in sizes:
+            file = os.path.join(path, name)
+            if not os.path.isfile(file) or os.path.getsize(file) != size:
+                return None
         return state
+
+    def _load_checkpoint(self):
+        """The state to resume from: the first complete checkpoint among `checkpoint/`, `checkpoint.new/` (a kill
+        between the two renames of `_save_checkpoint`) and `checkpoint.old/`; that folder becomes `checkpoint/` and
+        the others are deleted. With none: a fresh start when no `checkpoint/` exists (a kill before the first
+        checkpoint was complete), else a `ValueError` naming the unreadable `checkpoint/` and the recovery (delete
+        it to restart this phase), since that folder was not written by `_save_checkpoint` (an older version of
+        this code, a damaged disk) and restarting silently would throw away the training it holds.
+        """
+        final = os.path.join(self.output_dir, CHECKPOINT)
+        fresh = {"step": 0, "micro_step": 0, "epoch": 0, "position": 0, "best_loss": None, "history": []}
+        chosen, state = None, None
+        for path in (final, final + STAGED, final + PREVIOUS):
+            state = self._read_checkpoint(path)
+            if state is not None:
+                chosen = path
+                break
+        if chosen is None and os.path.lexists(final):
+            raise ValueError(
+                f"{self.name}: cannot resume from {final}: {os.path.join(final, STATE_FILE)} is missing or unreadable, "
+                f"or files it lists are missing, and no other complete checkpoint is in {self.output_dir}. Delete "
+                f"{final} to restart the {self.name} phase from its first update (completed EM phases are kept)."
+            )
+        self.accelerator.wait_for_everyone()  # every process has chosen before the folders are renamed
+        if self.accelerator.is_main_process:
+            self._tidy_up(chosen)
+        self.accelerator.wait_for_everyone()
+        if chosen is None:
+            return fresh
+        try:
+            self.accelerator.load_state(final)
+        except Exception as error:
+            raise ValueError(
+                f"{self.name}: cannot load the checkpoint in {final} ({type(error).__name__}: {error}). Delete {final} "
+                f"to restart the {self.name} phase from its first update (completed EM phases are kept)."
+            ) from error
+        state.pop("files", None)
+        self.scheduler.load_state_dict(state.pop("scheduler"))
+        logger.info(f"{self.name}: resuming at update {state['step']} from {final}")
+        return state
+
+    def _tidy_up(self, chosen):
+        """Make `chosen` (None: no complete checkpoint) the phase's `checkpoint/` and delete what a killed write left:
+        the other checkpoint folders, trash, and unfinished copies of `best/` (whose last complete copy is kept)."""
+        final = os.path.join(self.output_dir, CHECKPOINT)
+        if chosen is not None and chosen != final:
+            logger.warning(f"{self.name}: {final} is incomplete or absent; resuming from the complete {chosen}")
+            _discard(final)
+            os.replace(chosen, final)
+            _fsync_dir(self.output_dir)
+        for leftover in (final + STAGED, final + PREVIOUS):
+            _discard(leftover)
+        best = os.path.join(self.output_dir, "best")
+        if not os.path.lexists(best) and os.path.isdir(best + PREVIOUS):
+            os.replace(best + PREVIOUS, best)  # a kill between the two renames of `swap_in`
+        for leftover in (best + STAGED, best + PREVIOUS):
+            _discard(leftover)
+        for name in (CHECKPOINT, "best"):
+            for suffix in ("", STAGED, PREVIOUS):
+                shutil.rmtree(os.path.join(self.output_dir, name + suffix + TRASH), ignore_errors=True)
 
     def _keep_best(self, state, eval_loss):
         if self.config.keep != "best" or math.isnan(eval_loss):
@@ -202,7 +372,10 @@ class PhaseTrainer:
             state["best_loss"] = eval_loss
             unwrapped = self.accelerator.unwrap_model(self.model)
             if self.accelerator.is_main_process:
-                unwrapped.save_pretrained(os.path.join(self.output_dir, "best"))
+                best = os.path.join(self.output_dir, "best")
+                _discard(best + STAGED)
+                unwrapped.save_pretrained(best + STAGED)
+                swap_in(best + STAGED, best)
             self.accelerator.wait_for_everyone()
 
     def _batches(self, epoch):
@@ -241,9 +414,19 @@ class PhaseTrainer:
         progress.close()
         return self._finish(state, running)
 
+    @property
+    def glancing(self) -> bool:
+        return any(ratio > 0 for ratio in self.config.glancing_ratio)
+
+    def _glancing_ratio(self, step: int) -> float:
+        """GLAT's ratio at update `step`, annealed linearly over the phase (trainers/glancing.py)."""
+        return glancing_ratio_at(step, self.total_steps, *self.config.glancing_ratio)
+
     def _micro_step(self, indices, state, running) -> bool:
         """Forward/backward one batch; step the optimizer every `gradient_accumulation_steps`. True if it stepped."""
         batch = collate(self.train_examples, indices, self.pad_token_id, self.accelerator.device)
+        if self.glancing:
+            batch["glancing_ratio"] = self._glancing_ratio(state["step"])
         with self.accelerator.autocast():
             loss, _ = compute_loss(self.model, batch, self.config.label_smoothing)
         self.accelerator.backward(loss / self.config.gradient_accumulation_steps)
@@ -266,9 +449,10 @@ class PhaseTrainer:
             eval_loss = evaluate_loss(self.model, self.eval_examples, self.config, self.accelerator, self.pad_token_id)
             train_loss = sum(running) / max(1, len(running))
             running.clear()
-            state["history"].append(
-                {"step": step, f"{self.name}/loss": train_loss, f"{self.name}/eval_loss": eval_loss}
-            )
+            entry = {"step": step, f"{self.name}/loss": train_loss, f"{self.name}/eval_loss": eval_loss}
+            if self.glancing:
+                entry[f"{self.name}/glancing_ratio"] = self._glancing_ratio(step - 1)
+            state["history"].append(entry)
             self.accelerator.log({f"{self.name}/loss": train_loss, f"{self.name}/eval_loss": eval_loss}, step=step)
             logger.info(f"{self.name} update {step}: loss {train_loss:.4f} eval_loss {eval_loss:.4f}")
             self._keep_best(state, eval_loss)
@@ -336,6 +520,9 @@ class PhaseTrainer:
     def clean_up(self):
         """Remove the phase's resume checkpoints once its result is saved elsewhere."""
         if self.accelerator.is_main_process:
-            for sub in ("checkpoint", "best", "snapshots"):
-                shutil.rmtree(os.path.join(self.output_dir, sub), ignore_errors=True)
+            leftovers = ("", STAGED, PREVIOUS, TRASH, STAGED + TRASH, PREVIOUS + TRASH)  # and what killed writes left
+            for sub in (CHECKPOINT, "best"):
+                for suffix in leftovers:
+                    shutil.rmtree(os.path.join(self.output_dir, sub + suffix), ignore_errors=True)
+            shutil.rmtree(os.path.join(self.output_dir, "snapshots"), ignore_errors=True)
         self.accelerator.wait_for_everyone()

@@ -1,0 +1,87 @@
+"""examples/train_em.py refuses bad options at parsing, before any work, naming the option and the fix."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "train_em.py"
+
+
+def run_script(*args, cwd=ROOT):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def nat_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("nat")
+    (folder / "config.json").write_text(json.dumps({"model_type": "em_nat"}))
+    return folder
+
+
+CASES = [
+    (["--max_tokens", "0"], "max_tokens must be >= 1, got 0"),
+    (["--preset", "multi30k-cpu", "--num_round", "3"], "not used by the HfArgumentParser: ['--num_round', '3']"),
+    (["--d_mod", "64"], "not used by the HfArgumentParser: ['--d_mod', '64']"),
+    (["--train_initial_ar", "false"], "--train_initial_ar false needs --ar_model PATH"),
+    (["--ar_model", "./no/such/folder"], "--ar_model ./no/such/folder: no such folder"),
+    (["--tokenizer", "./missing-tokenizer"], "--tokenizer ./missing-tokenizer: no such folder"),
+    (["--max_source_length", "100"], "--max_source_length (100) exceeds --max_position_embeddings (64)"),
+    (["--output_dir", "README.md"], "--output_dir README.md is a file"),
+    (["--dropout", "1.5"], r"dropout must be in [0, 0.99], got 1.5"),
+    (["--nat_glancing_ratio", "2"], "nat_glancing_ratio must be a ratio in [0, 1]"),
+    (["--preset", "multi30k"], "is neither a preset name (multi30k-cpu, multi30k-gpu, multi30k-teacher-cpu"),
+    (["--ar_model", "{nat}"], "holds a NAT (model_type 'em_nat'); pass an AR folder"),
+]
+
+
+def test_case_table_is_not_empty():
+    assert len(CASES) >= 10
+
+
+# Parses every case in one subprocess (one import of torch and transformers instead of one per case); each case
+# calls the script's own parse_args, which is what `python examples/train_em.py ARGS` runs first.
+DRIVER = """
+import contextlib, io, json, sys
+sys.path.insert(0, sys.argv[1])
+import train_em
+results = []
+for args in json.loads(sys.argv[2]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            train_em.parse_args(args)
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def test_bad_options_are_refused_at_parsing(nat_folder):
+    cases = [[a.replace("{nat}", str(nat_folder)) for a in args] for args, _ in CASES]
+    result = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(ROOT / "examples"), json.dumps(cases)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(outcomes) == len(CASES)
+    for (args, message), (code, stderr) in zip(CASES, outcomes):
+        assert code == 2, (args, stderr)
+        assert message in stderr, (args, stderr)
+        assert "Traceback" not in stderr
+
+
+def test_a_bad_option_stops_the_real_command_before_any_work(tmp_path):
+    result = run_script("--max_tokens", "0", "--output_dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "max_tokens must be >= 1, got 0" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -147,6 +147,8 @@ def build_model_card(
                 f"| {label.split(',')[0]} | {label.split(', ')[1]} | {score['score']:.2f} | `{score['signature']}` |"
             )
     targets = _training_targets(round_index, args.nar_targets)
+    if kind == "nat":
+        targets += _glancing_note(getattr(args, "nat_glancing_ratio", "0"))
     cm = metrics.get("em/cm")
     changed = metrics.get("em/selection_differs_from_1best")
     title = f"em-nat {'NAT' if kind == 'nat' else 'AR partner'} {src}->{tgt}, EM round {round_index}"
@@ -230,6 +232,17 @@ def _decoding_section(folder: str, kind: str, eval_num_beams: int) -> str:
     else:
         lines.append(f"The validation BLEU above uses beam search with `num_beams={eval_num_beams}`.")
     return "\n".join(lines)
+
+
+def _glancing_note(value) -> str:
+    """How the NAT was trained on its targets: vanilla, or glancing with its ratio schedule."""
+    from .trainers.glancing import parse_glancing_ratio
+
+    start, end = parse_glancing_ratio(value)
+    if start == end == 0:
+        return ", vanilla NAT training"
+    schedule = f"{start:g}" if start == end else f"{start:g} falling linearly to {end:g} over the phase"
+    return f", glancing training (GLAT), ratio {schedule}"
 
 
 def _training_targets(round_index: int, nar_targets: str) -> str:

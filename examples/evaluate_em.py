@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import tempfile
 
 import torch
 from benchmark import generate_fn, machine, make_batches, time_methods  # examples/benchmark.py
@@ -28,6 +29,13 @@ from em_nat.metrics import corpus_bleu, repeated_token_rate, structural_ids
 
 NAT_DECODINGS = {"nat_argmax": "argmax", "nat_odd": "ODD", "nat_lb9_odd_rescore": "LB 9 + ODD + AR rescoring"}
 AR_DECODINGS = {"ar_greedy": "greedy", "ar_beam5": "beam 5"}
+# AR_0 converted to CTranslate2 (em_nat.export), the runtime CPU users deploy; rows only when ctranslate2 is installed
+CT2_DECODINGS = {
+    "ar_ct2_float32_greedy": ("float32", 1, "CT2 float32 greedy"),
+    "ar_ct2_float32_beam5": ("float32", 5, "CT2 float32 beam 5"),
+    "ar_ct2_int8_greedy": ("int8", 1, "CT2 int8 greedy"),
+    "ar_ct2_int8_beam5": ("int8", 5, "CT2 int8 beam 5"),
+}
 
 
 def round_folders(run_dir: str) -> list[tuple[int, str]]:
@@ -88,6 +96,42 @@ def method_functions(ar, nats: dict, max_new_tokens: int, alpha: float, max_len_
     return fns
 
 
+def ct2_functions(ar_dir: str, work_dir: str, tokenizer, max_new_tokens: int, max_len_a: float, max_len_b: int):
+    """name -> batch function for AR_0 in CTranslate2 (float32 and int8, greedy and beam 5), with the run's length
+    cap; {} when ctranslate2 is not installed. One intra-op thread (CT2's best on small CPUs at batch 1; the
+    benchmark sweeps the settings). Outputs are id tensors like `generate()`'s, so the rows are scored alike."""
+    try:
+        from em_nat.export import convert_to_ct2, load_ct2_translator
+    except ImportError:
+        return {}
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        print("ctranslate2 is not installed: no CT2 rows (pip install 'em-nat[ct2]').")
+        return {}
+    import torch
+
+    converted = os.path.join(work_dir, "ar-ct2")
+    convert_to_ct2(ar_dir, converted, force=True)
+    # tokens travel as strings, so the run's tokenizer works whatever the converted vocabulary's order
+    translators = {kind: load_ct2_translator(converted, compute_type=kind) for kind in ("float32", "int8")}
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+
+    def make(kind, beam):
+        def fn(batch):
+            rows = [[t for t in row if t != pad] for row in batch["input_ids"].tolist()]
+            tokens = [tokenizer.convert_ids_to_tokens(row) for row in rows]
+            cap = length_cap(batch["input_ids"].shape[1], max_new_tokens, max_len_a, max_len_b)
+            results = translators[kind].translate_batch(tokens, beam_size=beam, max_decoding_length=cap)
+            outs = [tokenizer.convert_tokens_to_ids(r.hypotheses[0]) + [eos] for r in results]
+            width = max(len(o) for o in outs)
+            return torch.tensor([o + [pad] * (width - len(o)) for o in outs])
+
+        return fn
+
+    return {name: make(kind, beam) for name, (kind, beam, _) in CT2_DECODINGS.items()}
+
+
 def content_ids(rows, special_ids: set) -> list[list[int]]:
     return [[i for i in row if i not in special_ids] for row in rows.tolist()]
 
@@ -100,6 +144,7 @@ def evaluate_run(
     batch_size: int = 128,
     alpha: float = 0.6,
     warmup: int = 2,
+    ct2: bool = True,
 ) -> dict:
     """Decode `sources` with every method at `batch_size` (BLEU, repeats, throughput) and the first
     `batch1_sentences` at batch 1 (latency); speed-ups are against AR beam 5 at the same batch size."""
@@ -108,7 +153,12 @@ def evaluate_run(
     ids = tokenizer(sources, truncation=True, max_length=limit)["input_ids"]
     settings = metrics[min(metrics)].get("em/settings", {})
     max_len_a, max_len_b = settings.get("generation_max_len_a", 0.0), settings.get("generation_max_len_b", 0)
-    fns = method_functions(ar, nats, min(limit, settings.get("max_target_length", limit)), alpha, max_len_a, max_len_b)
+    max_new = min(limit, settings.get("max_target_length", limit))
+    fns = method_functions(ar, nats, max_new, alpha, max_len_a, max_len_b)
+    if ct2:
+        with tempfile.TemporaryDirectory(prefix="em-nat-eval-") as work_dir:  # translators hold the model in memory
+            ar_dir = os.path.join(round_folders(run_dir)[0][1], "ar")
+            fns.update(ct2_functions(ar_dir, work_dir, tokenizer, max_new, max_len_a, max_len_b))
     special = set(tokenizer.all_special_ids)
     structural = structural_ids(tokenizer)
     pad = tokenizer.pad_token_id
@@ -125,7 +175,7 @@ def evaluate_run(
                 "name": name,
                 "model": "AR, round 0" if round_index is None else nat_label(round_index),
                 "round": round_index,
-                "decoding": AR_DECODINGS.get(method) or NAT_DECODINGS[method],
+                "decoding": AR_DECODINGS.get(method) or NAT_DECODINGS.get(method) or CT2_DECODINGS[method][2],
                 "bleu": corpus_bleu(texts, references),
                 "bleu_lowercase": corpus_bleu(texts, references, lowercase=True),
                 "cm_train_targets": None if round_index is None else metrics[round_index].get("em/cm"),

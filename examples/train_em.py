@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from em_nat.trainers import make_accelerator
 from em_nat.trainers.arguments import check_numeric_ranges
+from em_nat.trainers.em_trainer import remove_run_outputs
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser
 
 import em_nat
@@ -321,6 +322,8 @@ def run(argv):
     accelerator = make_accelerator(em)
     data = load_data(script, em, synthetic)
     if accelerator.is_main_process:
+        if em.overwrite_output_dir:  # start truly fresh: not even the old run's tokenizer is reused
+            remove_run_outputs(em.output_dir)
         os.makedirs(em.output_dir, exist_ok=True)
     accelerator.wait_for_everyone()
     tokenizer, ar, nat = build_models(script, em, data)

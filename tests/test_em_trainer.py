@@ -1,10 +1,11 @@
 """EMTrainer: two EM rounds of tiny models in-process, round folders, resume, bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_models
+from conftest import TINY_SIZES, tiny_models
 from datasets import Dataset, load_from_disk
 from transformers import MarianMTModel
 
@@ -221,3 +222,73 @@ def test_fp16_without_a_gpu_is_refused():
         pytest.skip("a GPU is present: fp16 is valid here")
     with pytest.raises(ValueError, match="fp16' needs a CUDA GPU"):
         EMTrainingArguments(output_dir="x", mixed_precision="fp16")
+
+
+def _quick(tmp_path, **overrides):
+    return _args(tmp_path, num_rounds=1, train_raw_nat=False, ar_max_steps=2, nar_max_steps=2, **overrides)
+
+
+@pytest.fixture
+def finished_run(tokenizer, pairs, tmp_path):
+    ar, nat = _models(tokenizer)
+    args = _quick(tmp_path)
+    EMTrainer(ar, nat, tokenizer, _dataset(pairs), None, args=args).train()
+    return tmp_path, Path(args.output_dir)
+
+
+def test_an_unrelated_run_with_as_many_pairs_is_not_resumed(finished_run, tokenizer, pairs):
+    other = [(s, pairs[(i + 1) % len(pairs)][1]) for i, (s, _) in enumerate(pairs)]  # other pairs, as many
+    ar, nat = _models(tokenizer)
+    with pytest.raises(ValueError, match="holds a different EM run: train_data differs"):
+        EMTrainer(ar, nat, tokenizer, _dataset(other), None, args=_quick(finished_run[0]))
+
+
+def test_resuming_with_other_model_sizes_is_refused(finished_run, tokenizer, pairs):
+    torch.manual_seed(0)
+    nat = em_nat.build_nat_model(tokenizer, **{**TINY_SIZES, "d_model": 64})
+    ar = em_nat.build_ar_model(tokenizer, nat.config)
+    with pytest.raises(ValueError, match="holds a different EM run: ar_config differs.*d_model"):
+        EMTrainer(ar, nat, tokenizer, _dataset(pairs), None, args=_quick(finished_run[0]))
+
+
+def test_resuming_with_another_tokenizer_is_refused(finished_run, pairs):
+    other = em_nat.train_tokenizer(
+        [x for p in pairs for x in p] + ["zebra quartz"] * 3, vocab_size=120, min_frequency=1
+    )
+    ar, nat = _models(other)
+    with pytest.raises(ValueError, match="holds a different EM run: (train_data|tokenizer|ar_config) differs"):
+        EMTrainer(ar, nat, other, _dataset(pairs), None, args=_quick(finished_run[0]))
+
+
+def test_the_same_run_resumes_and_an_old_folder_without_the_new_entries_too(finished_run, tokenizer, pairs):
+    base, run_dir = finished_run
+    ar, nat = _models(tokenizer)
+    EMTrainer(ar, nat, tokenizer, _dataset(pairs), None, args=_quick(base))  # same run: accepted
+    state_path = run_dir / "em_state.json"
+    state = json.loads(state_path.read_text())
+    for key in ("train_data", "eval_data", "tokenizer", "ar_config", "nat_config"):
+        del state["fingerprint"][key]
+    state_path.write_text(json.dumps(state))
+    ar, nat = _models(tokenizer)
+    EMTrainer(ar, nat, tokenizer, _dataset(pairs), None, args=_quick(base))
+
+
+def test_overwrite_starts_truly_fresh(finished_run, tokenizer, pairs):
+    base, finished_run = finished_run
+    stale = finished_run / "round-5"
+    stale.mkdir()
+    (finished_run / "results.md").write_text("old table")
+    (finished_run / "notes.txt").write_text("the user's own file")
+    ar, nat = _models(tokenizer)
+    trainer = EMTrainer(
+        ar,
+        nat,
+        tokenizer,
+        _dataset(pairs),
+        None,
+        args=_quick(base, num_candidates=2, overwrite_output_dir=True),
+    )
+    assert not stale.exists() and not (finished_run / "round-1").exists()
+    assert not (finished_run / "results.md").exists()
+    assert (finished_run / "notes.txt").read_text() == "the user's own file"
+    assert trainer.state["completed"] == []

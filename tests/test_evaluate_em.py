@@ -31,7 +31,9 @@ def run_dir(tmp_path_factory, tokenizer):
 
 def test_evaluate_run_scores_every_round_and_decoding(run_dir, pairs):
     sources, references = [s for s, _ in pairs[:6]], [t for _, t in pairs[:6]]
-    result = evaluate_em.evaluate_run(str(run_dir), sources, references, batch1_sentences=2, batch_size=4, warmup=0)
+    result = evaluate_em.evaluate_run(
+        str(run_dir), sources, references, batch1_sentences=2, batch_size=4, warmup=0, ct2=False
+    )
     names = [r["name"] for r in result["rows"]]
     expected = ["ar_greedy", "ar_beam5"] + [f"r{t}/{m}" for t in range(3) for m in evaluate_em.NAT_DECODINGS]
     assert names == expected
@@ -144,3 +146,18 @@ def test_lone_cpu_process_under_accelerate_launch_uses_every_core(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "4")  # chosen by the user (--num_cpu_threads_per_process)
     train_em.use_all_cores_when_alone()
     assert calls == [2]
+
+
+def test_ct2_rows_of_ar_0_decode_like_generate_in_float32(run_dir, pairs):
+    pytest.importorskip("ctranslate2", reason="CT2 rows need ctranslate2 (pip install 'em-nat[ct2]')")
+    sources, references = [s for s, _ in pairs[:6]], [t for _, t in pairs[:6]]
+    result = evaluate_em.evaluate_run(str(run_dir), sources, references, batch1_sentences=2, batch_size=4, warmup=0)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert set(evaluate_em.CT2_DECODINGS) <= set(rows)
+    assert rows["ar_ct2_float32_greedy"]["bleu"] == rows["ar_greedy"]["bleu"]
+    assert rows["ar_ct2_float32_beam5"]["bleu"] == rows["ar_beam5"]["bleu"]
+    assert (
+        rows["ar_ct2_int8_greedy"]["decoding"] == "CT2 int8 greedy"
+        and rows["ar_ct2_int8_greedy"]["model"] == "AR, round 0"
+    )
+    assert "| AR, round 0 | CT2 int8 beam 5 |" in evaluate_em.markdown(result)

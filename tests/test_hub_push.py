@@ -278,3 +278,19 @@ def test_model_card_without_a_generation_config_shows_the_built_in_defaults(toke
     card = str(hub.build_model_card(1, _card_args(tmp_path), {}, "test-user/nat"))
     assert "built in (this repo has no `generation_config.json`)" in card
     assert_card_shows_decoding(card, em_nat.NATForConditionalGeneration.from_pretrained(folder))
+
+
+@pytest.mark.parametrize(
+    "ratio, expected",
+    [
+        ("0", "AR_0 1-best (sequence-level KD), vanilla NAT training |"),
+        ("0.5:0.3", "AR_0 1-best (sequence-level KD), glancing training (GLAT), ratio 0.5 falling linearly to 0.3"),
+        ("0.3", "AR_0 1-best (sequence-level KD), glancing training (GLAT), ratio 0.3 |"),
+    ],
+)
+def test_model_card_says_how_the_nat_was_trained(tmp_path, ratio, expected):
+    args = EMTrainingArguments(
+        output_dir=str(tmp_path / "run"), num_rounds=2, source_lang="en", target_lang="de", nat_glancing_ratio=ratio
+    )
+    card = str(hub.build_model_card(1, args, {}, "test-user/nat"))
+    assert expected in card

@@ -14,6 +14,7 @@ last completed phase, and inside a phase from its last checkpoint.
 """
 
 import copy
+import hashlib
 import json
 import os
 
@@ -63,6 +64,9 @@ class EMTrainer:
             self.eval_references = _references(eval_dataset, args)
         self.accelerator = accelerator or make_accelerator(args)
         self._check_output_dir()
+        if args.overwrite_output_dir and self.accelerator.is_main_process:
+            remove_run_outputs(args.output_dir, keep=("tokenizer",))  # start truly fresh; the caller's tokenizer
+        self.accelerator.wait_for_everyone()
         set_seed(args.seed)
         self.initial_ar, self.initial_nar = copy.deepcopy(ar_model).cpu(), copy.deepcopy(nar_model).cpu()
         self.state = self._load_state()
@@ -93,23 +97,36 @@ class EMTrainer:
         return enc, dec
 
     def _check_output_dir(self):
+        """Refuse to resume a run folder that holds another run: its fingerprint (settings, data content, tokenizer,
+        model configs) must equal this one's. The message names the first entry that differs."""
         path = os.path.join(self.args.output_dir, STATE_FILE)
         if not os.path.isfile(path) or self.args.overwrite_output_dir:
             return
         saved = read_json_state(path, _state_recovery(self.args.output_dir))["fingerprint"]
         current = json.loads(json.dumps(self._fingerprint()))
-        if saved != current:
-            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            raise ValueError(
-                f"{self.args.output_dir} holds a different EM run (settings differ: {changed}). Use a new output_dir "
-                "to start another run, or --overwrite_output_dir to start this one over there."
-            )
+        unknown = [key for key in current if key not in saved]
+        if unknown:  # a run folder from before these entries were recorded: what it recorded is compared
+            logger.warning(f"{self.args.output_dir} records no {unknown} (an older run folder); not compared.")
+        for key in [k for k in current if k in saved] + [k for k in saved if k not in current]:
+            if saved.get(key) != current.get(key):
+                raise ValueError(
+                    f"{self.args.output_dir} holds a different EM run: {key} differs (saved "
+                    f"{_short(saved.get(key))}, now {_short(current.get(key))}). Use a new output_dir to start "
+                    "another run, or --overwrite_output_dir to start this one over there."
+                )
 
     def _fingerprint(self):
+        """Everything that changes a run's results: the settings, the tokenized data, the tokenizer, both model
+        configs."""
         return {
             **self.args.run_fingerprint(),
             "num_train": len(self.train_sources),
             "ar_model": type(self.ar_model).__name__,
+            "train_data": _digest([self.train_sources, self.train_targets]),
+            "eval_data": _digest([self.eval_sources, self.eval_targets]),
+            "tokenizer": _digest(sorted(self.tokenizer.get_vocab().items())),
+            "ar_config": _config_fingerprint(self.ar_model),
+            "nat_config": _config_fingerprint(self.nar_model),
         }
 
     def _load_state(self):
@@ -417,6 +434,56 @@ def _state_recovery(output_dir) -> str:
         f"It records which phases of the EM run in {output_dir} are complete. Delete it (or pass "
         "--overwrite_output_dir) to start the run over there."
     )
+
+
+RUN_OUTPUTS = (
+    "em_state.json",
+    "round-*",
+    "tokenizer",
+    "results.md",
+    "results.json",
+    "test_results.md",
+    "test_results.json",
+    "logs",
+)
+
+
+def remove_run_outputs(output_dir: str, keep: tuple = ()) -> list[str]:
+    """Delete what an EM run writes into `output_dir` (state, rounds, tokenizer, result tables), nothing else, so
+    that an overwritten run starts truly fresh. Returns the removed paths."""
+    import glob
+    import shutil
+
+    removed = []
+    for pattern in RUN_OUTPUTS:
+        if pattern in keep:
+            continue
+        for path in sorted(glob.glob(os.path.join(output_dir, pattern))):
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def _digest(value) -> str:
+    """A short SHA-256 of a JSON-able value (token ids, a vocabulary)."""
+    return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+# config entries that name or locate a model rather than shape it
+_CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "custom_pipelines", "dtype", "torch_dtype"}
+
+
+def _config_fingerprint(model) -> dict:
+    return {
+        key: value
+        for key, value in sorted(model.config.to_diff_dict().items())
+        if key not in _CONFIG_BOOKKEEPING and not key.startswith("_")
+    }
+
+
+def _short(value, limit: int = 120) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _references(dataset, args) -> list:

@@ -466,7 +466,7 @@ def add_quality(rows, tokenizer, references, texts=True):
     """With `texts` (trained models): the decoded texts' repeated-token rate and BLEU, and for CT2 rows the share
     of outputs identical to those of the HF method they were converted from. Random weights get neither: HF forces
     EOS as the last of the forced tokens, CT2 does not."""
-    from em_nat.metrics import corpus_bleu, repeated_token_rate
+    from em_nat.metrics import corpus_bleu, repeated_token_rate, structural_ids
 
     ids = {}
     for row in rows:
@@ -476,7 +476,7 @@ def add_quality(rows, tokenizer, references, texts=True):
         ids[(row["method"], row["batch_size"])] = outputs
         if texts:
             decoded = [t.strip() for t in tokenizer.batch_decode(outputs, skip_special_tokens=True)]
-            row["repeat_rate"] = repeated_token_rate([t.split() for t in decoded])
+            row["repeat_rate"] = repeated_token_rate(outputs, structural_ids(tokenizer))  # the one definition
             if references is not None:
                 row["bleu"] = corpus_bleu(decoded, references[: len(decoded)])
     for row in rows:

@@ -33,7 +33,8 @@ def data_files(tmp_path_factory):
 
 
 def _command(data_files, output_dir, *extra, processes=1, steps=20):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    # --standalone: a free rendezvous port on localhost, so another distributed job on the machine cannot collide
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     head = launcher if processes > 1 else [sys.executable]
     return head + [
         SCRIPT,

@@ -295,7 +295,12 @@ def parse_args(argv=None):
     ct2.add_argument("output_dir", help="CTranslate2 model folder to write.")
     ct2.add_argument("--quantization", choices=QUANTIZATIONS, default=None, help="Weight type (default float32).")
     ct2.add_argument("--force", action="store_true", help="Overwrite output_dir.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
+        parser.error(f"{args.model_dir} is not a saved model folder (no config.json); pass the AR's folder.")
+    if os.path.exists(args.output_dir) and not args.force:
+        parser.error(f"{args.output_dir} already exists; pass --force to overwrite it, or another output_dir.")
+    return args
 
 
 def main(argv=None):

@@ -238,3 +238,19 @@ def test_export_command_line_with_int8(trained_dirs, pairs, tmp_path):
     texts = sentences(pairs)
     translations = ct2_translate(translator, tokenizer, texts, max_decoding_length=MAX_NEW_TOKENS)
     assert len(translations) == len(texts) and all(isinstance(t, str) for t in translations)
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda tmp: ["ct2", str(tmp / "missing"), str(tmp / "out")], "is not a saved model folder (no config.json)"),
+        (lambda tmp: ["ct2", str(tmp), str(tmp)], "already exists; pass --force"),
+    ],
+)
+def test_export_cli_refuses_a_missing_model_and_an_existing_output(tmp_path, make_args, message, capsys):
+    from em_nat import export
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(make_args(tmp_path))
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

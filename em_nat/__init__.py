@@ -6,6 +6,7 @@ and the `"translation"` pipeline task.
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
+from .metrics import load_metric
 from .modeling import (
     NATConfig,
     NATForConditionalGeneration,
@@ -52,6 +53,7 @@ __all__ = [
     "build_ar_model",
     "build_nat_model",
     "check_tokenizer_compatible",
+    "load_metric",
     "register_translation_pipeline",
     "train_tokenizer",
 ]

@@ -1,6 +1,7 @@
 """Export an em-nat AR (a stock `MarianMTModel`) to CTranslate2, the CPU baseline that NAT speed is measured against.
 
     python -m em_nat.export ct2 AR_DIR OUTPUT_DIR [--quantization int8] [--force]
+    python -m em_nat.export onnx NAT_DIR OUTPUT_DIR [--int8] [--force]   (the NAT: see em_nat.onnx_export)
 
 CTranslate2's stock Marian converter (`ct2-transformers-converter`, `TransformersConverter`) assumes OPUS-MT's layout:
 `<pad>` is the last id, which it drops from the vocabulary and the weights, and the decoder starts from a zero
@@ -28,6 +29,8 @@ import tempfile
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, MarianMTModel, PreTrainedTokenizerFast
+
+from .onnx_export import OnnxNAT, export_onnx, is_nat_folder  # noqa: F401  (OnnxNAT: em_nat.export.OnnxNAT)
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +254,7 @@ def convert_to_ct2(
 def load_ct2_translator(
     model_dir: str | os.PathLike,
     device: str = "cpu",
+    device_index: int = 0,
     compute_type: str = "default",
     intra_threads: int = 1,
     inter_threads: int = 1,
@@ -260,6 +264,7 @@ def load_ct2_translator(
     Args:
         model_dir: a folder written by [`convert_to_ct2`] (or any CTranslate2 model).
         device: "cpu", "cuda" or "auto".
+        device_index: the GPU's index when `device` is "cuda".
         compute_type: "default" (as converted), "int8", "float32", ... (converted at load time when it differs).
         intra_threads: OpenMP threads per translation. Default 1: on small CPUs more threads can be much slower at
             batch 1 (measure with examples/benchmark.py, which sweeps 1 and 2).
@@ -271,6 +276,7 @@ def load_ct2_translator(
     return ctranslate2.Translator(
         os.fspath(model_dir),
         device=device,
+        device_index=device_index,
         compute_type=compute_type,
         intra_threads=intra_threads,
         inter_threads=inter_threads,
@@ -295,9 +301,19 @@ def parse_args(argv=None):
     ct2.add_argument("output_dir", help="CTranslate2 model folder to write.")
     ct2.add_argument("--quantization", choices=QUANTIZATIONS, default=None, help="Weight type (default float32).")
     ct2.add_argument("--force", action="store_true", help="Overwrite output_dir.")
+    onnx = commands.add_parser("onnx", help="Export an em-nat NAT folder to ONNX Runtime (em_nat.onnx_export).")
+    onnx.add_argument("model_dir", help="save_pretrained folder of the NAT with its tokenizer.")
+    onnx.add_argument("output_dir", help="folder to write (graphs, config, generation config, tokenizer).")
+    onnx.add_argument("--int8", action="store_true", help="Also write dynamic-int8 graphs (loaded by default).")
+    onnx.add_argument("--per-channel", action="store_true", help="int8: per-channel weight scales.")
+    onnx.add_argument("--reduce-range", action="store_true", help="int8: 7-bit weights (CPUs without VNNI).")
+    onnx.add_argument("--force", action="store_true", help="Overwrite output_dir.")
     args = parser.parse_args(argv)
+    partner = "AR" if args.command == "ct2" else "NAT"
     if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
-        parser.error(f"{args.model_dir} is not a saved model folder (no config.json); pass the AR's folder.")
+        parser.error(f"{args.model_dir} is not a saved model folder (no config.json); pass the {partner}'s folder.")
+    if args.command == "onnx" and not is_nat_folder(args.model_dir):
+        parser.error(f"{args.model_dir} does not hold an em-nat NAT; `onnx` exports a NAT (`ct2` converts an AR).")
     if os.path.exists(args.output_dir) and not args.force:
         parser.error(f"{args.output_dir} already exists; pass --force to overwrite it, or another output_dir.")
     return args
@@ -306,7 +322,17 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = convert_to_ct2(args.model_dir, args.output_dir, quantization=args.quantization, force=args.force)
+    if args.command == "onnx":
+        report = export_onnx(
+            args.model_dir,
+            args.output_dir,
+            int8=args.int8,
+            force=args.force,
+            per_channel=args.per_channel,
+            reduce_range=args.reduce_range,
+        )
+    else:
+        report = convert_to_ct2(args.model_dir, args.output_dir, quantization=args.quantization, force=args.force)
     print(json.dumps(report))
 
 

@@ -368,12 +368,21 @@ class HubPushError(RuntimeError):
 
 
 def push_round(
-    round_dir: str, round_index: int, args, metrics: dict, sleep: Callable[[float], object] | None = None
+    round_dir: str,
+    round_index: int,
+    args,
+    metrics: dict,
+    sleep: Callable[[float], object] | None = None,
+    test_result: dict | None = None,
+    example: str | None = None,
 ) -> dict:
     """Push a round's NAT (and its AR when `args.hub_ar_model_id` is set) with generated model cards.
 
-    `sleep` is the back-off wait of `push_folder` (default `wait`, i.e. `time.sleep`).
+    Each card is also saved as the folder's README.md, so the local folder and the repo show the same card.
 
+    Args:
+        sleep: the back-off wait of `push_folder` (default `wait`, i.e. `time.sleep`).
+        test_result / example: passed to `build_model_card` (the NAT card's test results and usage example).
     Returns:
         `{"nat": commit, "ar": commit}` of what was pushed.
     """
@@ -383,7 +392,10 @@ def push_round(
         folder = os.path.join(round_dir, {"nat": "nar", "ar": "ar"}[kind])  # the trainer's folder names
         if not os.path.isdir(folder):
             continue  # round 0 without a raw-data NAT
-        card = build_model_card(round_index, args, metrics, repo_id, kind, folder=folder)
+        extra = {"example": example} if example else {}
+        card = build_model_card(
+            round_index, args, metrics, repo_id, kind, test_result=test_result, folder=folder, **extra
+        )
         card.save(os.path.join(folder, "README.md"))
         pushed[kind] = push_folder(
             folder, repo_id, round_index, card, token=args.hub_token, private=args.hub_private_repo, sleep=sleep

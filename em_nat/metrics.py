@@ -1,12 +1,24 @@
 """Translation metrics with their protocol attached: sacreBLEU with signature, corpus multi-modality (CM) and the
 repeated-token rate (PAPER.md, "Corpus-level multi-modality").
 
-BLEU is computed with sacrebleu directly (`evaluate.load("sacrebleu")` needs the Hub).
+BLEU is computed with sacrebleu directly (`evaluate.load("sacrebleu")` needs the Hub). The same functions are offered
+as `evaluate` modules shipped inside the package (`em_nat/evaluate_metrics/<name>/<name>.py`, loaded by local path,
+so offline): `load_metric("sacrebleu_signature")`, `load_metric("repeated_tokens")`,
+`load_metric("corpus_multimodality")`. The modules call the functions below; this file is the one implementation.
 """
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from sacrebleu.metrics import BLEU
+
+# name -> what it measures; each is em_nat/evaluate_metrics/<name>/<name>.py
+METRIC_MODULES = {
+    "sacrebleu_signature": "corpus sacreBLEU, one or several references per line, with its signature",
+    "repeated_tokens": "share of adjacent equal output tokens (repeated_token_rate)",
+    "corpus_multimodality": "CM: mean -log p_NAT(y | x) of scored pairs (a measurement)",
+}
+METRIC_MODULES_DIR = Path(__file__).resolve().parent / "evaluate_metrics"
 
 
 def corpus_bleu(
@@ -62,3 +74,32 @@ def corpus_multimodality(log_likelihoods: Sequence[float]) -> float:
     if not log_likelihoods:
         raise ValueError("CM needs at least one scored pair.")
     return -sum(log_likelihoods) / len(log_likelihoods)
+
+
+def metric_module_path(name: str) -> str:
+    """The folder of the `evaluate` module `name` inside the installed package (what `evaluate.load` accepts)."""
+    if name not in METRIC_MODULES:
+        known = ", ".join(f"{key!r} ({text})" for key, text in METRIC_MODULES.items())
+        raise ValueError(f"No em-nat metric module {name!r}; the package ships {known}.")
+    folder = METRIC_MODULES_DIR / name
+    if not (folder / f"{name}.py").is_file():
+        raise FileNotFoundError(
+            f"{folder / (name + '.py')} is missing from the installed package; reinstall em-nat "
+            "(pip install --force-reinstall em-nat, or pip install -e . in a checkout)."
+        )
+    return str(folder)
+
+
+def load_metric(name: str, **kwargs):
+    """`evaluate.load` of a metric module shipped with em-nat, by local path: works offline and in `evaluate`
+    workflows (`combine`, `EvaluationSuite`...).
+
+    Args:
+        name: `"sacrebleu_signature"`, `"repeated_tokens"` or `"corpus_multimodality"` (`METRIC_MODULES`).
+        kwargs: passed to `evaluate.load` (`experiment_id`, `keep_in_memory`, `cache_dir`...).
+    Returns:
+        The `evaluate.EvaluationModule`; `.description`, `.citation` and `.inputs_description` document it.
+    """
+    import evaluate  # only here: importing the package stays free of evaluate's start-up cost
+
+    return evaluate.load(metric_module_path(name), **kwargs)

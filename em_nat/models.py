@@ -1,11 +1,13 @@
-"""Build a NAT and its stock AR partner (`MarianMTModel`) of the same size on one tokenizer."""
+"""Build a NAT and its stock AR partner (`MarianMTModel`) of the same size on one tokenizer; load either from a
+folder with damaged weights files named (`load_pretrained`)."""
 
 import functools
 
 import torch
-from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerBase
+from transformers import AutoModelForSeq2SeqLM, MarianConfig, MarianMTModel, PreTrainedTokenizerBase
 
 from .modeling import NATConfig, NATForConditionalGeneration
+from .modeling.modeling_nat import load_with_weights_check
 
 # NATConfig fields that size an AR partner alike (same names in MarianConfig)
 SHARED_SIZE_FIELDS = (
@@ -74,6 +76,20 @@ def build_ar_model(
     """
     sized = nat_config if nat_config is not None else NATConfig(**_special_ids(tokenizer))
     return MarianMTModel(marian_config_like(sized, **{**config_kwargs, **_special_ids(tokenizer)}))
+
+
+def load_pretrained(path, model_class=AutoModelForSeq2SeqLM, **kwargs):
+    """`model_class.from_pretrained(path, **kwargs)` for any model, the stock AR included: a truncated or corrupt
+    `model.safetensors` is an `OSError` naming the file and the fix (download it again or save it again), where
+    safetensors alone names neither. The NAT's own `from_pretrained` does the same check.
+
+    Args:
+        path: a local folder or a Hub repository id.
+        model_class: the class to load with (default `AutoModelForSeq2SeqLM`: an AR, or a NAT once em_nat is
+            imported).
+        kwargs: passed to `from_pretrained`.
+    """
+    return load_with_weights_check(model_class.from_pretrained, path, **kwargs)
 
 
 def _zero_rows(rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -258,6 +258,44 @@ def read_lines(path: str) -> list[str]:
         return [line.strip() for line in handle]
 
 
+MAX_LISTED_BLANKS = 10
+
+
+def read_test_set(source: str, reference: str, drop_empty: bool = False) -> tuple[list[str], list[str]]:
+    """The test pairs of two line-aligned files, refusing blank lines: a blank source would be scored as the
+    translation of nothing and a blank reference as a sentence with no words, which moves BLEU without a warning.
+
+    Args:
+        drop_empty: leave out the pairs with a blank side (and say how many) instead of raising.
+    Raises:
+        ValueError: the files have different numbers of lines, or a blank line (file and line number named).
+    """
+    sources, references = read_lines(source), read_lines(reference)
+    if len(sources) != len(references):
+        raise ValueError(f"{source} has {len(sources)} lines but {reference} has {len(references)}.")
+    blank = [
+        (path, number)
+        for path, lines in ((source, sources), (reference, references))
+        for number, line in enumerate(lines, start=1)
+        if not line
+    ]
+    if not blank:
+        return sources, references
+    if not drop_empty:
+        listed = "; ".join(f"{path} line {number}" for path, number in blank[:MAX_LISTED_BLANKS])
+        more = f"; and {len(blank) - MAX_LISTED_BLANKS} more" if len(blank) > MAX_LISTED_BLANKS else ""
+        raise ValueError(
+            f"Blank test line(s) (empty after stripping whitespace): {listed}{more}. A blank line would be scored "
+            f"silently. Fix: complete the line, or delete that line number from both {source} and {reference} so "
+            "they stay aligned; or pass --drop_empty to score only the pairs with both sides."
+        )
+    keep = [i for i, (src, ref) in enumerate(zip(sources, references)) if src and ref]
+    if not keep:
+        raise ValueError(f"Every pair of {source} / {reference} has a blank side; nothing is left to score.")
+    print(f"Dropped {len(sources) - len(keep)} of {len(sources)} test pairs with a blank line (--drop_empty).")
+    return [sources[i] for i in keep], [references[i] for i in keep]
+
+
 def write_results(result: dict, run_dir: str) -> str:
     table = markdown(result)
     with open(os.path.join(run_dir, "test_results.json"), "w") as handle:
@@ -276,12 +314,18 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=128, help="The large batch size.")
     parser.add_argument("--rescore_alpha", type=float, default=0.6, help="GNMT alpha (paper: 0.6 En-De).")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default).")
+    parser.add_argument(
+        "--drop_empty",
+        action="store_true",
+        help="Score only the pairs whose source and reference both have text (default: a blank line is an error).",
+    )
     args = parser.parse_args(argv)
+    try:  # before any model is loaded
+        sources, references = read_test_set(args.source, args.reference, args.drop_empty)
+    except ValueError as err:
+        parser.error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
-    sources, references = read_lines(args.source), read_lines(args.reference)
-    if len(sources) != len(references):
-        raise SystemExit(f"{args.source} has {len(sources)} lines but {args.reference} has {len(references)}.")
     result = evaluate_run(
         args.run_dir, sources, references, args.batch1_sentences, args.batch_size, args.rescore_alpha
     )

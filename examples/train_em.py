@@ -15,6 +15,12 @@ Real data (local text pairs by prefix, TSV or JSONL files, or a `datasets` name)
     # several processes (CPU): python -m torch.distributed.run --nproc_per_node 2 examples/train_em.py ...
 
 Every `EMTrainingArguments` field is an option (`--help`). Re-running the same command resumes an interrupted run.
+
+Output: progress bars (redrawn at most once a minute when stderr is not a terminal), one line per phase, and the
+results tables on the console; everything else (library messages, checkpoint saves, per-update losses) in
+`<output_dir>/train.log`. With `--push_to_hub` the rounds are pushed last, after the results, the test scores and the
+model card are written; a failed push is reported at the end (exit status 1) and the same command pushes what is
+still pending, without training again.
 """
 
 import json
@@ -34,6 +40,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser
 import em_nat
 from em_nat import EMTrainer, EMTrainingArguments
 from em_nat.data import load_parallel_data
+from em_nat.hub import HubPushError
+from em_nat.logging_setup import run_logging
 
 DEFAULT_OUTPUT_DIR = "runs/em-synthetic"
 
@@ -139,7 +147,10 @@ def check_run_arguments(script, em) -> None:
     for option in ("ar_model", "tokenizer"):
         value = getattr(script, option)
         if value and _looks_local(value) and not os.path.isdir(value):
-            raise ValueError(f"--{option} {value}: no such folder (a local path; Hub names look like 'user/name').")
+            raise ValueError(
+                f"--{option} {value}: no such folder (a local path; Hub names look like 'user/name')."
+                + _preset_that_makes(value)
+            )
     if script.ar_model and os.path.isdir(script.ar_model):
         kind = _model_type(script.ar_model)
         if kind == "em_nat":
@@ -155,6 +166,16 @@ def check_run_arguments(script, em) -> None:
                     f"({script.max_position_embeddings}): the models could not embed such sequences. Lower "
                     f"--{option} or raise --max_position_embeddings."
                 )
+
+
+def _preset_that_makes(path: str) -> str:
+    """' Train it first: ...' when a preset's run writes `path` (as multi30k-teacher-cpu writes the AR that
+    multi30k-cpu starts from), else ''."""
+    for name in preset_names():
+        output_dir = load_preset(name).get("output_dir")
+        if output_dir and os.path.normpath(path).startswith(os.path.normpath(output_dir) + os.sep):
+            return f" Train it first: accelerate launch examples/train_em.py --preset {name}"
+    return ""
 
 
 def _looks_local(value: str) -> bool:
@@ -314,39 +335,75 @@ def results_table(metrics, output_dir, tokenizer, sources, num_beams):
         )
     if signature:
         lines += ["", f"sacreBLEU signature: {signature}"]
+    minutes = minutes_by_phase(metrics)
+    if minutes:
+        lines += ["", "Minutes by phase (wall clock): " + minutes]
     return "\n".join(lines)
 
 
+PHASE_NAMES = {"ar": "AR training", "nar": "NAT training", "candidates": "AR candidates", "selection": "selection"}
+
+
+def minutes_by_phase(metrics) -> str:
+    """'AR training 0.0, NAT training 52.3, ...; total 80.1' from the rounds' `time/<phase>_seconds` ('' if none)."""
+    seconds = {}
+    for m in metrics.values():
+        for key, value in m.items():
+            if key.startswith("time/") and key.endswith("_seconds"):
+                phase = key[len("time/") : -len("_seconds")]
+                seconds[phase] = seconds.get(phase, 0.0) + value
+    if not seconds:
+        return ""
+    parts = [f"{PHASE_NAMES.get(p, 'evaluation' if p == 'evaluate' else p)} {v / 60:.1f}" for p, v in seconds.items()]
+    return ", ".join(parts) + f"; total {sum(seconds.values()) / 60:.1f}"
+
+
 def run(argv):
+    """Train (or resume), write and print the results, score the test split, write the model card; then push when
+    asked. Local work always comes first: a failed push raises `HubPushError` only after all of it is written.
+    Console and log file as the module docstring says (`em_nat.logging_setup.run_logging`)."""
     script, em, synthetic = parse_args(argv)
     accelerator = make_accelerator(em)
-    data = load_data(script, em, synthetic)
     if accelerator.is_main_process:
         if em.overwrite_output_dir:  # start truly fresh: not even the old run's tokenizer is reused
             remove_run_outputs(em.output_dir)
         os.makedirs(em.output_dir, exist_ok=True)
     accelerator.wait_for_everyone()
-    tokenizer, ar, nat = build_models(script, em, data)
-    eval_split = data["validation"] if "validation" in data else None
-    trainer = EMTrainer(ar, nat, tokenizer, data["train"], eval_split, args=em, accelerator=accelerator)
-    metrics = trainer.train()
-    if not accelerator.is_main_process:
-        return None
+    with run_logging(em.output_dir, main_process=accelerator.is_main_process):
+        use_all_cores_when_alone()
+        data = load_data(script, em, synthetic)
+        tokenizer, ar, nat = build_models(script, em, data)
+        eval_split = data["validation"] if "validation" in data else None
+        trainer = EMTrainer(ar, nat, tokenizer, data["train"], eval_split, args=em, accelerator=accelerator)
+        metrics = trainer.train(push=False)  # pushes come last, below
+        test_result, example = None, None
+        if accelerator.is_main_process:
+            test_result, example = write_local_results(script, em, data, metrics, tokenizer, eval_split)
+        if em.push_to_hub:
+            trainer.push(test_result=test_result, example=example)  # main process only; HubPushError if pending
+    return metrics if accelerator.is_main_process else None
+
+
+def write_local_results(script, em, data, metrics, tokenizer, eval_split):
+    """The results table (printed, results.md, results.json), then the test scores and the last round's model card
+    when there is a test split. Returns (test result or None, the model cards' example sentence or None)."""
     sources = [p[em.source_lang] for p in eval_split["translation"][: script.speed_sentences]] if eval_split else []
     table = results_table(metrics, em.output_dir, tokenizer, sources, em.eval_num_beams)
     with open(os.path.join(em.output_dir, "results.md"), "w") as handle:
         handle.write(table + "\n")
     with open(os.path.join(em.output_dir, "results.json"), "w") as handle:
         json.dump(metrics, handle, indent=1)
-    print(table)
-    if "test" in data:
-        print(score_test_set(script, em, data["test"]))
-    return metrics
+    print(table, flush=True)
+    if "test" not in data:
+        return None, (sources[0] if sources else None)
+    test_table, test_result, example = score_test_set(script, em, data["test"])
+    print(test_table, flush=True)
+    return test_result, example
 
 
 def score_test_set(script, em, test):
     """Score every round on the test split once (examples/evaluate_em.py) and write the last round's NAT model card
-    with those results (`write_model_card`). Returns the Markdown table."""
+    with those results (`write_model_card`). Returns (the Markdown table, the result, the card's example)."""
     from evaluate_em import evaluate_run, write_results  # examples/evaluate_em.py
 
     pairs = test["translation"][: script.max_test_samples]
@@ -355,7 +412,7 @@ def score_test_set(script, em, test):
     table = write_results(result, em.output_dir)
     if os.path.isdir(os.path.join(em.output_dir, f"round-{em.num_rounds}", "nar")):
         write_model_card(em, result, example=sources[0])
-    return table
+    return table, result, sources[0]
 
 
 def write_model_card(em, test_result=None, example="a source sentence") -> str:
@@ -407,9 +464,10 @@ def use_all_cores_when_alone():
 
 
 def main():
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    use_all_cores_when_alone()
-    run(sys.argv[1:])
+    try:
+        run(sys.argv[1:])
+    except HubPushError as error:  # raised after every local output is written
+        sys.exit(f"Hub push failed: {error}")
 
 
 if __name__ == "__main__":

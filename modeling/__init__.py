@@ -1,6 +1,7 @@
 """The NAT model, Hub-portable: config, modeling, decoding and the translation pipeline (installed as em_nat.modeling)."""
 
 from .configuration_nat import NATConfig
+from .generation_config_nat import NATGenerationConfig
 from .modeling_nat import (
     NATForConditionalGeneration,
     NATGenerateOutput,
@@ -15,6 +16,7 @@ __all__ = [
     "NATConfig",
     "NATForConditionalGeneration",
     "NATGenerateOutput",
+    "NATGenerationConfig",
     "NATModelOutput",
     "NATModel",
     "NATOutput",

@@ -2,7 +2,7 @@
 
 The size names are those of stock seq2seq configs (`MarianConfig`, `BartConfig`), so that an AR partner and a NAT
 can be sized alike. Decoding knobs (length beam, ODD, AR rescoring) are *not* here: they live in the generation
-config saved with the model.
+config saved with the model (`NATGenerationConfig`, generation_config_nat.py).
 """
 
 import copy

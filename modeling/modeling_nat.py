@@ -10,7 +10,9 @@ This file imports only torch, transformers and its sibling files: `save_pretrain
 for `trust_remote_code` users.
 """
 
+import copy
 import inspect
+import json
 import math
 import os
 import shutil
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -32,26 +35,12 @@ from .decoding import (
     select_best,
     top_k_per_position,
 )
+from .generation_config_nat import NAT_GENERATION_DEFAULTS, NATGenerationConfig
 
-# Decoding knobs saved in generation_config.json (never in NATConfig), with their defaults.
-NAT_GENERATION_DEFAULTS = {"length_beam": 1, "odd": True, "odd_top_k": 3, "rescore_alpha": 0.6}
-# Generic generate() kwargs whose non-default values have no NAT meaning: accepted, warned about once.
-_IGNORED_GENERATE_KWARGS = {
-    "num_beams": 1,
-    "do_sample": False,
-    "num_return_sequences": 1,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-    "early_stopping": False,
-    "length_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "repetition_penalty": 1.0,
-    "use_cache": True,
-    "decoder_start_token_id": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-}
+# What callers of stock generate() may pass besides the NAT's own arguments: the knobs of autoregressive search
+# (GenerationConfig attributes: num_beams, do_sample...) and stock generate()'s own arguments (streamer...).
+_STOCK_GENERATION_KNOBS = {name for name in vars(GenerationConfig()) if not name.startswith("_")}
+_STOCK_GENERATE_ARGUMENTS = set(inspect.signature(GenerationMixin.generate).parameters) - {"self", "kwargs"}
 PIPELINE_FILE = "pipeline_translation.py"
 
 
@@ -228,6 +217,61 @@ class NATDecoderLayer(nn.Module):
         return hidden_states + F.dropout(ffn, self.dropout, self.training)
 
 
+WEIGHTS_FIX = (
+    "Fix: download it again (from_pretrained(..., force_download=True) for a Hub model) or save the model again "
+    "with save_pretrained from a copy that loads."
+)
+
+
+def _safetensors_problem(path: str) -> str | None:
+    """What is wrong with a safetensors file, or None. The format is an 8-byte little-endian header size, a JSON
+    header giving each tensor's byte range, then the data, which ends exactly where the last range does; a download,
+    copy or save cut short leaves a file shorter than its header says."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        header_size = int.from_bytes(prefix, "little")
+        if len(prefix) < 8 or 8 + header_size > size:
+            return f"truncated ({size} bytes, shorter than its own header)"
+        try:
+            header = json.loads(handle.read(header_size))
+            ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+            expected = 8 + header_size + max(ends, default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "damaged (its header is not a valid safetensors header)"
+    if size < expected:
+        return f"truncated ({size} of the {expected} bytes its header describes)"
+    if size > expected:
+        return f"damaged ({size - expected} stray bytes after the last tensor)"
+    return None
+
+
+def check_weights_files(folder: str) -> None:
+    """Raise `OSError` naming the first damaged `model*.safetensors` file of a model folder, with the fix."""
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith("model") and name.endswith(".safetensors") and os.path.isfile(path):
+            problem = _safetensors_problem(path)
+            if problem is not None:
+                raise OSError(
+                    f"{path} is {problem}: the download, copy or save that wrote it did not finish. {WEIGHTS_FIX}"
+                )
+
+
+def load_with_weights_check(load, pretrained_model_name_or_path, *args, **kwargs):
+    """`load(pretrained_model_name_or_path, *args, **kwargs)`, a `from_pretrained`, with a damaged weights file
+    named: a local folder's `model*.safetensors` is checked first (`check_weights_files`), and a `SafetensorError`
+    from a Hub download becomes an `OSError` naming the repository and the fix."""
+    if pretrained_model_name_or_path is not None:
+        folder = os.path.join(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        if os.path.isdir(folder):
+            check_weights_files(folder)
+    try:
+        return load(pretrained_model_name_or_path, *args, **kwargs)
+    except SafetensorError as err:
+        raise OSError(f"A weights file of {pretrained_model_name_or_path} is damaged ({err}). {WEIGHTS_FIX}") from err
+
+
 class NATPreTrainedModel(PreTrainedModel):
     config_class = NATConfig
     config: NATConfig
@@ -240,6 +284,13 @@ class NATPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, NATModel):
             init.normal_(module.length_slot, mean=0.0, std=self.config.init_std)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with a damaged weights file named: a truncated or corrupt
+        `model.safetensors` is an `OSError` naming the file (or the Hub repository) and the fix, where safetensors
+        alone raises a `SafetensorError` that names neither."""
+        return load_with_weights_check(super().from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the translation pipeline file when the code is saved too, so that
@@ -383,6 +434,7 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
     """NAT with the tied output projection, the training loss, parallel `generate()` and `score_targets()`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+    generation_config_class = NATGenerationConfig
 
     def __init__(self, config: NATConfig):
         super().__init__(config)
@@ -391,12 +443,6 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         self.post_init()
         special = {config.pad_token_id, config.eos_token_id, config.bos_token_id} - {None}
         self._special_ids = sorted(special)
-        for key, value in NAT_GENERATION_DEFAULTS.items():
-            if getattr(self.generation_config, key, None) is None:
-                setattr(self.generation_config, key, value)
-        # the NAT knobs make this a real generation config, not one derived from the model config (which
-        # from_pretrained would rebuild from config.json, dropping them)
-        self.generation_config._from_model_config = False
 
     def get_input_embeddings(self):
         return self.model.shared
@@ -553,49 +599,64 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
 
     # ----- generation ---------------------------------------------------------------------------------------------
 
-    def _resolve_generation_settings(self, generation_config, kwargs):
-        """Merge saved generation config, an explicit one and kwargs; warn about generic knobs the NAT ignores."""
-        config = generation_config if generation_config is not None else self.generation_config
-        settings = {key: getattr(config, key, default) for key, default in NAT_GENERATION_DEFAULTS.items()}
-        settings["max_length"] = None
-        settings["max_new_tokens"] = getattr(config, "max_new_tokens", None)
-        settings["min_length"] = getattr(config, "min_length", 0) or 0
-        if generation_config is not None and getattr(generation_config, "max_length", None) is not None:
-            settings["max_length"] = generation_config.max_length
-        unknown = []
+    def adjust_generation_fn(self, *args, **kwargs):
+        """Load `generation_config.json` as stock models do (`from_pretrained` calls this), then read it as a
+        [`NATGenerationConfig`]: the file does not name its class, and the stock loader keeps the knobs untyped."""
+        super().adjust_generation_fn(*args, **kwargs)
+        self.generation_config = NATGenerationConfig.from_generation_config(self.generation_config)
+        self.generation_config._original_object_hash = hash(self.generation_config)  # as loaded, not modified
+
+    def _decoding_config(self, generation_config: GenerationConfig | None = None, **knobs) -> NATGenerationConfig:
+        """The settings of one `generate()` call, validated: `generation_config` if given (knobs it lacks take their
+        defaults), else the model's own; overridden by the `knobs` that are not None.
+
+        The model's own `max_length` is left out: `Seq2SeqTrainer` writes transformers' global default (20) into it
+        after its first `generate()` call, and that is no cap on a NAT output.
+        """
+        base = self.generation_config if generation_config is None else generation_config
+        config = copy.copy(NATGenerationConfig.from_generation_config(base))  # never edit the caller's config
+        if generation_config is None:
+            config.max_length = None
+        for name, value in knobs.items():
+            if value is not None:
+                setattr(config, name, value)
+        config.validate()
+        return config
+
+    def _check_unused_kwargs(self, kwargs: dict) -> None:
+        """Handle the `generate()` kwargs that NAT decoding has no use for, as stock `generate()` would accept them.
+
+        - `forward()` inputs (labels, decoder_input_ids... that `Seq2SeqTrainer.predict` passes): ignored;
+        - knobs and arguments of autoregressive search (num_beams, do_sample, streamer...): ignored, with a warning
+          when set to a value that would change stock decoding (not None or False, not transformers' default, not
+          the model's own special token id);
+        - anything else, e.g. a misspelt knob: `TypeError`.
+        """
+        if not kwargs:
+            return
+        inert = {
+            **GenerationConfig._get_default_generation_params(),
+            "pad_token_id": self.config.pad_token_id,
+            "bos_token_id": self.config.bos_token_id,
+            "eos_token_id": self.config.eos_token_id,
+        }
+        unexpected = []
         for key, value in kwargs.items():
-            if key in settings:
-                settings[key] = value
-            elif key in _IGNORED_GENERATE_KWARGS:
-                if value is not None and value != _IGNORED_GENERATE_KWARGS[key]:
-                    warnings.warn(
-                        f"NAT generate() ignores {key}={value!r}: decoding is one parallel pass; use length_beam, "
-                        "odd and rescorer for search.",
-                        stacklevel=3,
-                    )
-            elif key in self._forward_only_arguments():
-                continue  # a model input generate() has no use for (labels from Seq2SeqTrainer.predict...)
-            elif key not in (
-                "output_scores",
-                "output_attentions",
-                "output_hidden_states",
-                "synced_gpus",
-                "streamer",
-                "logits_processor",
-                "stopping_criteria",
-                "pad_token_id",
-                "eos_token_id",
-                "bos_token_id",
-                "return_dict_in_generate",
-                "rescorer",
-            ):
-                unknown.append(key)
-        if unknown:
+            if key in self._forward_only_arguments():
+                continue
+            if key not in _STOCK_GENERATION_KNOBS and key not in _STOCK_GENERATE_ARGUMENTS:
+                unexpected.append(key)
+            elif value is not None and value is not False and not (key in inert and value == inert[key]):
+                warnings.warn(
+                    f"NAT generate() ignores {key}={value!r}: decoding is one parallel pass; use length_beam, "
+                    "odd and rescorer for search.",
+                    stacklevel=4,
+                )
+        if unexpected:
             raise TypeError(
-                f"NAT generate() got unexpected keyword arguments {unknown}; NAT knobs are "
+                f"NAT generate() got unexpected keyword arguments {unexpected}; NAT knobs are "
                 f"{sorted(NAT_GENERATION_DEFAULTS)} plus max_length, max_new_tokens, min_length, rescorer."
             )
-        return settings
 
     def _has_content(self, input_ids, attention_mask) -> torch.Tensor:
         """(batch,) bool: the source holds a token other than PAD, EOS and BOS."""
@@ -608,12 +669,14 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         batch's training inputs (labels, decoder_input_ids...) to generate(), which ignores them, as stock models do."""
         return set(inspect.signature(cls.forward).parameters) - {"self", "input_ids", "attention_mask", "kwargs"}
 
-    def _length_limit(self, settings) -> int:
-        limit = self.config.max_position_embeddings
-        for key in ("max_new_tokens", "max_length"):
-            if settings[key] is not None:
-                limit = min(limit, int(settings[key]))
-        return limit
+    def _length_range(self, config: NATGenerationConfig) -> tuple[int, int]:
+        """(shortest, longest) output length, EOS included: `min_length`, at least 1 (EOS alone); the smallest of
+        `max_position_embeddings`, `max_new_tokens` and `max_length`."""
+        longest = self.config.max_position_embeddings
+        for cap in (config.max_new_tokens, config.max_length):
+            if cap is not None:
+                longest = min(longest, cap)
+        return max(1, config.min_length or 0), longest
 
     @torch.inference_mode()
     def generate(
@@ -621,24 +684,42 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         generation_config: GenerationConfig | None = None,
+        *,
+        length_beam: int | None = None,
+        odd: bool | None = None,
+        odd_top_k: int | None = None,
         rescorer: PreTrainedModel | None = None,
+        rescore_alpha: float | None = None,
+        max_length: int | None = None,
+        max_new_tokens: int | None = None,
+        min_length: int | None = None,
         return_dict_in_generate: bool = False,
         **kwargs,
     ):
         """Parallel decoding: predict the length, fill every position in one decoder pass.
 
+        Each knob comes from this call, else from `generation_config`, else from the model's own
+        [`NATGenerationConfig`] (saved as `generation_config.json`, where its meaning is documented), and is checked
+        by `NATGenerationConfig.validate`.
+
         Args:
             input_ids (`torch.LongTensor` of shape `(batch, src_len)`): source ids.
             attention_mask (`torch.Tensor` of shape `(batch, src_len)`, *optional*).
-            generation_config (`GenerationConfig`, *optional*): defaults to the one saved with the model. NAT knobs:
-                `length_beam` (m lengths around the prediction), `odd` (de-duplicated Viterbi over the top
-                `odd_top_k` tokens), `rescore_alpha` (GNMT length penalty of AR rescoring).
+            generation_config (`GenerationConfig`, *optional*): replaces the model's own for this call; a stock
+                `GenerationConfig` works too, the NAT knobs it lacks at their defaults.
+            length_beam (`int`, *optional*): number of target lengths decoded around the predicted one.
+            odd (`bool`, *optional*): ODD (de-duplicated Viterbi over the top `odd_top_k` tokens) or argmax.
+            odd_top_k (`int`, *optional*): tokens per position that ODD chooses among.
             rescorer (`PreTrainedModel`, *optional*): an `AutoModelForSeq2SeqLM` sharing the tokenizer; with
                 `length_beam > 1` it scores every candidate in one teacher-forced pass and the best is kept.
                 Without it, candidates are ranked by the NAT's own log-probability.
-            kwargs: any of the knobs above, `max_length` / `max_new_tokens` (cap on the output length, EOS
-                included), `min_length`; generic knobs with no NAT meaning (num_beams, do_sample...) are
-                accepted with a warning.
+            rescore_alpha (`float`, *optional*): GNMT length-penalty exponent of AR rescoring.
+            max_length / max_new_tokens (`int`, *optional*): cap on the output length, EOS included.
+            min_length (`int`, *optional*): shortest output, EOS included.
+            return_dict_in_generate (`bool`, *optional*, defaults to `False`): return a [`NATGenerateOutput`].
+            kwargs: `forward()` inputs (labels...) are ignored, as stock `generate()` ignores them; knobs of
+                autoregressive search (num_beams, do_sample...) are ignored, with a warning when set; anything else
+                is a `TypeError`.
         Returns:
             `torch.LongTensor` of shape `(batch, max_len)`: EOS-terminated, PAD-padded ids (no start token), or a
             [`NATGenerateOutput`] with `return_dict_in_generate=True`.
@@ -648,7 +729,19 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         if input_ids is None:
             raise ValueError("NAT generate() needs input_ids (batch, src_len).")
         kwargs.pop("inputs", None)
-        settings = self._resolve_generation_settings(generation_config, kwargs)
+        self._check_unused_kwargs(kwargs)
+        config = self._decoding_config(
+            generation_config,
+            length_beam=length_beam,
+            odd=odd,
+            odd_top_k=odd_top_k,
+            rescore_alpha=rescore_alpha,
+            max_length=max_length,
+            max_new_tokens=max_new_tokens,
+            min_length=min_length,
+        )
+        if rescorer is not None:
+            self._check_rescorer(rescorer)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id).long()
         if input_ids.shape[1] == 0:  # nothing to translate: EOS alone
@@ -662,10 +755,10 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
             return sequences
         input_ids, attention_mask = right_align(input_ids, attention_mask)
         encoder_states, memory_mask = self.model.encode(input_ids, attention_mask)
-        length_log_probs = self._length_log_probs(encoder_states, settings)  # (batch, classes)
-        beam = int(settings["length_beam"])
-        min_len = max(1, int(settings["min_length"]))
-        lengths = length_candidates(length_log_probs.argmax(-1), beam, min_len, self._length_limit(settings))
+        shortest, longest = self._length_range(config)
+        length_log_probs = self._length_log_probs(encoder_states, shortest, longest)  # (batch, classes)
+        beam = config.length_beam
+        lengths = length_candidates(length_log_probs.argmax(-1), beam, shortest, longest)  # (batch, beam)
         # a source with no content (blank, EOS only) translates to EOS alone, whatever the length head says
         lengths = lengths.masked_fill(~self._has_content(input_ids, attention_mask)[:, None], 1)
         lengths = lengths.flatten()  # (batch * beam,)
@@ -679,27 +772,28 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         target_mask = _padding_mask(lengths, max_len)
         states = self.model.decode(embeds, target_mask, encoder_states, memory_mask)
         need_scores = return_dict_in_generate or (beam > 1 and rescorer is None)
-        tokens, scores = self._fill_positions(states, lengths, settings, need_scores)
+        tokens, scores = self._fill_positions(states, lengths, config.odd_top_k if config.odd else 1, need_scores)
         sequences = self._finish(tokens, lengths, target_mask)  # (batch * beam, max_len)
         if need_scores:
             scores = scores + length_log_probs.repeat_interleave(beam, dim=0).gather(-1, lengths[:, None])[:, 0]
         if beam > 1:
             sequences, scores, lengths = self._pick_candidates(
-                input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, settings
+                input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, config.rescore_alpha
             )
         if return_dict_in_generate:
             return NATGenerateOutput(sequences=sequences, sequences_scores=scores, lengths=lengths)
         return sequences
 
-    def _length_log_probs(self, encoder_states, settings):
-        """Length log-probabilities with impossible lengths (0, below min_length, beyond the cap) masked out."""
+    def _length_log_probs(self, encoder_states, shortest: int, longest: int):
+        """Length log-probabilities with impossible lengths (0, below `shortest`, beyond `longest`) masked out."""
         logits = self.model.predict_length_logits(encoder_states).float()
         allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-        allowed[max(1, int(settings["min_length"])) : self._length_limit(settings) + 1] = True
+        allowed[shortest : longest + 1] = True
         return logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
 
-    def _fill_positions(self, states, lengths, settings, need_scores):
-        """Choose the tokens of positions 0..L-2 (position L-1 is EOS) by argmax or ODD.
+    def _fill_positions(self, states, lengths, k: int, need_scores: bool):
+        """Choose the tokens of positions 0..L-2 (position L-1 is EOS) by ODD over the `k` best tokens of each
+        position, or by argmax when `k` is 1.
 
         The output projection runs on real content positions only. Choices work on raw logits: a per-position
         constant (the log-softmax normaliser) changes neither the argmax nor the ODD path, so the normaliser is
@@ -717,7 +811,6 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         content = states[:, :-1].reshape(-1, states.shape[-1]) if every else states[:, :-1][mask]  # (n, d)
         logits = self.lm_head(content)  # (n, vocab)
         logits[:, self._special_ids] = float("-inf")  # content positions never hold PAD/EOS/BOS
-        k = int(settings["odd_top_k"]) if settings["odd"] else 1
         values, ids = top_k_per_position(logits, k)  # (n, k)
         if need_scores:
             values = values - logits.float().logsumexp(-1, keepdim=True).to(values.dtype)
@@ -738,8 +831,27 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         tokens = tokens.masked_fill(~target_mask, self.config.pad_token_id)
         return tokens.scatter(1, (lengths - 1)[:, None], self.config.eos_token_id)
 
-    def _pick_candidates(self, input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, settings):
-        """Keep one of the `beam` length candidates per source: AR rescoring when a rescorer is given, else NAT."""
+    def _check_rescorer(self, rescorer) -> None:
+        """The rescorer must read the NAT's token ids: one embedding per token of the same tokenizer (the rule
+        `EMTrainer` applies to the pair) and the same PAD and EOS ids. Otherwise it would rank other words."""
+        problems = []
+        embeddings = rescorer.get_input_embeddings().num_embeddings
+        if embeddings != self.config.vocab_size:
+            problems.append(f"it has {embeddings} token embeddings, the NAT {self.config.vocab_size}")
+        for name in ("pad_token_id", "eos_token_id"):
+            theirs, ours = getattr(rescorer.config, name, None), getattr(self.config, name)
+            if theirs is not None and theirs != ours:
+                problems.append(f"its {name} is {theirs}, the NAT's {ours}")
+        if problems:
+            raise ValueError(
+                "generate(rescorer=...) needs an AR on the NAT's tokenizer, but " + "; ".join(problems) + ". Pass "
+                "the AR trained with this NAT (round-<t>/ar of its run), or build one with "
+                "em_nat.build_ar_model(tokenizer, nat.config)."
+            )
+
+    def _pick_candidates(self, input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, rescore_alpha):
+        """Keep one of the `beam` length candidates per source: AR rescoring (GNMT length penalty with exponent
+        `rescore_alpha`) when a rescorer is given, else the NAT's own score."""
         batch = input_ids.shape[0]
         candidates = sequences.view(batch, beam, -1)  # (batch, beam, max_len)
         cand_lengths = lengths.view(batch, beam)
@@ -752,7 +864,7 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
                 pad_token_id=self.config.pad_token_id,
                 eos_token_id=self.config.eos_token_id,
                 decoder_start_token_id=_decoder_start(rescorer),
-                alpha=float(settings["rescore_alpha"]),
+                alpha=float(rescore_alpha),
             )
             best = scores.argmax(-1)
         else:

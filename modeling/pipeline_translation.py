@@ -13,16 +13,23 @@ from transformers import Pipeline
 
 
 def check_tokenizer_compatible(tokenizer, config) -> None:
-    """Raise a clear error when a tokenizer cannot feed a model: ids beyond the vocabulary or other special ids.
+    """Raise a clear error when a tokenizer cannot feed a model: another vocabulary size or other special ids.
+
+    A NAT (`model_type` "em_nat") is built with one embedding per token of its tokenizer (`vocab_size =
+    len(tokenizer)`), so a tokenizer of any other size is another vocabulary, even with the same special ids: its ids
+    would decode to other words. Stock models may pad their embeddings past the tokenizer (T5: 32,128 rows for
+    32,100 tokens), so for them only a tokenizer larger than `vocab_size` is refused.
 
     Args:
         tokenizer: a `PreTrainedTokenizerBase`.
-        config: the model's config (`vocab_size`, `pad_token_id`, `eos_token_id`).
+        config: the model's config (`model_type`, `vocab_size`, `pad_token_id`, `eos_token_id`).
     """
     problems = []
     vocab_size = getattr(config, "vocab_size", None)
-    if vocab_size is not None and len(tokenizer) > vocab_size:
-        problems.append(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}")
+    is_nat = getattr(config, "model_type", None) == "em_nat"
+    if vocab_size is not None and (len(tokenizer) != vocab_size if is_nat else len(tokenizer) > vocab_size):
+        model = "NAT" if is_nat else "model"
+        problems.append(f"the tokenizer has {len(tokenizer)} tokens but the {model}'s vocab_size is {vocab_size}")
     for name in ("pad_token_id", "eos_token_id"):
         model_id, tokenizer_id = getattr(config, name, None), getattr(tokenizer, name, None)
         if model_id is not None and tokenizer_id is not None and model_id != tokenizer_id:
@@ -30,8 +37,8 @@ def check_tokenizer_compatible(tokenizer, config) -> None:
     if problems:
         raise ValueError(
             "Tokenizer and model do not match: " + "; ".join(problems) + ". Use the tokenizer the model was trained "
-            "with (saved next to it), or build the model from this tokenizer (vocab_size=len(tokenizer) and its "
-            "special token ids)."
+            "with (saved next to it: AutoTokenizer.from_pretrained(<the model's folder or repo>)), or build the model "
+            "from this tokenizer (vocab_size=len(tokenizer) and its special token ids)."
         )
 
 

@@ -3,7 +3,7 @@
 import pytest
 from accelerate import Accelerator
 from conftest import tiny_models
-from em_nat.trainers.candidates import generate_candidates, length_cap, translate
+from em_nat.trainers.candidates import CandidateSettings, generate_candidates, length_cap, translate
 
 from em_nat import EMTrainingArguments
 
@@ -24,8 +24,11 @@ def test_candidates_and_translations_stop_at_the_cap(tokenizer, pairs):
     sources, accelerator = _sources(tokenizer, pairs), Accelerator(cpu=True)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     cap = length_cap(max(map(len, sources)), 40, 0.5, 1)
-    free, _ = generate_candidates(ar, sources, 2, 2, accelerator, pad, eos, 40, max_sentences=8)
-    capped, _ = generate_candidates(ar, sources, 2, 2, accelerator, pad, eos, 40, 8, max_len_a=0.5, max_len_b=1)
+    settings = dict(num_candidates=2, beam_size=2, max_new_tokens=40, max_sentences=8)
+    free, _ = generate_candidates(ar, tokenizer, sources, CandidateSettings(**settings), accelerator)
+    capped, _ = generate_candidates(
+        ar, tokenizer, sources, CandidateSettings(**settings, max_len_a=0.5, max_len_b=1), accelerator
+    )
     longest = lambda rows: max(len(c) for cands in rows for c in cands)  # noqa: E731
     assert longest(capped) <= cap + 1 < longest(free)  # + EOS
     out = translate(ar, sources, accelerator, pad, eos, 8, max_len_a=0.5, max_len_b=1, num_beams=2, max_new_tokens=40)
@@ -35,3 +38,35 @@ def test_candidates_and_translations_stop_at_the_cap(tokenizer, pairs):
 def test_negative_length_cap_is_refused(tmp_path):
     with pytest.raises(ValueError, match="generation_max_len_a"):
         EMTrainingArguments(output_dir=str(tmp_path), generation_max_len_a=-1.0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(candidate_backend="onnx"), "candidate_backend must be one of"),
+        (
+            dict(candidate_backend="ctranslate2", candidate_compute_type="int4"),
+            "candidate_compute_type must be one of",
+        ),
+    ],
+)
+def test_bad_candidate_backend_settings_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        EMTrainingArguments(output_dir=str(tmp_path), **overrides)
+
+
+def test_ctranslate2_backend_without_ctranslate2_names_the_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ctranslate2" else real(name, *a)
+    )
+    with pytest.raises(ValueError, match=r"pip install 'em-nat\[ct2\]'"):
+        EMTrainingArguments(output_dir=str(tmp_path), candidate_backend="ctranslate2")
+    EMTrainingArguments(output_dir=str(tmp_path))  # the default backend needs no CTranslate2
+
+
+def test_candidate_settings_refuse_a_beam_narrower_than_n():
+    with pytest.raises(ValueError, match="beam_size"):
+        CandidateSettings(num_candidates=4, beam_size=2, max_new_tokens=10)

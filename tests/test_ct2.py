@@ -15,6 +15,7 @@ ctranslate2 = pytest.importorskip(
 
 from conftest import TINY_SIZES  # noqa: E402
 from ctranslate2.converters import TransformersConverter  # noqa: E402
+from em_nat.trainers.candidates import CandidateSettings, generate_candidates  # noqa: E402
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import MarianMTModel, PreTrainedTokenizerFast  # noqa: E402
 
@@ -254,3 +255,48 @@ def test_export_cli_refuses_a_missing_model_and_an_existing_output(tmp_path, mak
     with pytest.raises(SystemExit) as exit_info:
         export.main(make_args(tmp_path))
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+# ----- the E-step's candidates decoded by CTranslate2 ---------------------------------------------------------------
+
+
+def _candidates(folder, pairs, **settings):
+    from accelerate import Accelerator
+
+    ar, tokenizer = load(folder)
+    sources = [tokenizer(text)["input_ids"] for text in sentences(pairs)]
+    settings = CandidateSettings(
+        **{"num_candidates": 4, "beam_size": 4, "max_new_tokens": MAX_NEW_TOKENS, "max_sentences": 2, **settings}
+    )
+    return generate_candidates(ar, tokenizer, sources, settings, Accelerator(cpu=True))
+
+
+@pytest.mark.parametrize("layout", ["kept", "moved", "old"])
+def test_ctranslate2_candidates_in_float32_are_generates_beams(trained_dirs, pairs, layout):
+    """Every layout (the run's own tokenizer maps tokens back to ids): the same N-best lists as `generate()`."""
+    expected, expected_scores = _candidates(trained_dirs[layout], pairs)
+    got, scores = _candidates(trained_dirs[layout], pairs, backend="ctranslate2", compute_type="float32")
+    assert len({tuple(c) for row in expected for c in row}) > len(expected)  # N distinct hypotheses per source
+    assert got == expected
+    flat = lambda rows: [score for row in rows for score in row]  # noqa: E731
+    # the same length-normalised log-probability; measured: equal to 1e-5 but for one source of the "kept" layout,
+    # whose four hypotheses all sit 0.0021 above generate()'s (a constant offset, the ranking unchanged)
+    assert flat(scores) == pytest.approx(flat(expected_scores), abs=5e-3)
+
+
+def test_ctranslate2_candidates_stop_at_the_length_cap_like_generate(tokenizer, pairs):
+    """A random AR never ends on its own: both backends cut at the same cap and end every candidate with EOS."""
+    from accelerate import Accelerator
+    from conftest import tiny_models
+
+    ar, _ = tiny_models(tokenizer)
+    sources = [tokenizer(s)["input_ids"] for s, _ in pairs[:6]]
+    cap = dict(num_candidates=2, beam_size=2, max_new_tokens=40, max_sentences=3, max_len_a=0.5, max_len_b=1)
+    accelerator = Accelerator(cpu=True)
+    hf, _ = generate_candidates(ar, tokenizer, sources, CandidateSettings(**cap), accelerator)
+    ct2, _ = generate_candidates(
+        ar, tokenizer, sources, CandidateSettings(**cap, backend="ctranslate2", compute_type="float32"), accelerator
+    )
+    lengths = lambda rows: [len(c) for cands in rows for c in cands]  # noqa: E731
+    assert lengths(ct2) == lengths(hf)
+    assert all(c[-1] == tokenizer.eos_token_id for cands in ct2 for c in cands)

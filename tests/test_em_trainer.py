@@ -260,6 +260,25 @@ def test_resuming_with_another_tokenizer_is_refused(finished_run, pairs):
         EMTrainer(ar, nat, other, _dataset(pairs), None, args=_quick(finished_run[0]))
 
 
+def test_a_given_ar0_is_recorded_and_resuming_from_another_is_refused(tokenizer, pairs, tmp_path):
+    """train_initial_ar false: round 0's metrics name AR_0 (path and weights digest); another AR_0 of the same
+    config does not resume the run."""
+    from em_nat.trainers.em_trainer import initial_ar_identity
+
+    ar, nat = _models(tokenizer)
+    ar.name_or_path = "teachers/ar0"
+    args = _quick(tmp_path, train_initial_ar=False)
+    metrics = EMTrainer(ar, nat, tokenizer, _dataset(pairs), None, args=args).train()
+    recorded = metrics["round-0"]["em/initial_ar"]
+    assert recorded == initial_ar_identity(ar) and recorded["name_or_path"] == "teachers/ar0"
+    other_ar, nat = _models(tokenizer)
+    with torch.no_grad():
+        other_ar.get_input_embeddings().weight.add_(0.01)  # same config, other weights
+    assert initial_ar_identity(other_ar)["weights_sha256"] != recorded["weights_sha256"]
+    with pytest.raises(ValueError, match="holds a different EM run: initial_ar differs"):
+        EMTrainer(other_ar, nat, tokenizer, _dataset(pairs), None, args=_quick(tmp_path, train_initial_ar=False))
+
+
 def test_the_same_run_resumes_and_an_old_folder_without_the_new_entries_too(finished_run, tokenizer, pairs):
     base, run_dir = finished_run
     ar, nat = _models(tokenizer)

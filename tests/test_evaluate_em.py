@@ -57,7 +57,8 @@ def test_last_model_card_carries_the_test_results_and_the_data_terms(run_dir, pa
 
     sources, references = [s for s, _ in pairs[:6]], [t for _, t in pairs[:6]]
     result = evaluate_em.evaluate_run(str(run_dir), sources, references, batch1_sentences=2, batch_size=4, warmup=0)
-    _, em, _ = train_em.parse_args(["--preset", "multi30k-cpu", "--output_dir", str(run_dir)])
+    teacher = str(run_dir / "round-0" / "ar")  # the preset starts from a trained teacher folder
+    _, em, _ = train_em.parse_args(["--preset", "multi30k-cpu", "--output_dir", str(run_dir), "--ar_model", teacher])
     path = train_em.write_model_card(em, result, example='He said "hi".')
     assert path == str(run_dir / "round-2" / "nar" / "README.md")
     card = Path(path).read_text()
@@ -115,13 +116,18 @@ def test_evaluate_run_without_rounds_names_the_fix(tmp_path):
         evaluate_em.evaluate_run(str(tmp_path), ["a"], ["b"])
 
 
-def test_multi30k_presets_fill_in_what_the_command_line_leaves_out():
-    script, em, synthetic = train_em.parse_args(["--preset", "multi30k-cpu", "--num_rounds", "3"])
-    assert not synthetic and script.preset == "multi30k-cpu"
+def test_multi30k_presets_fill_in_what_the_command_line_leaves_out(run_dir):
+    teacher = str(run_dir / "round-0" / "ar")
+    script, em, synthetic = train_em.parse_args(
+        ["--preset", "multi30k-cpu", "--num_rounds", "3", "--ar_model", teacher]
+    )
+    assert not synthetic and script.preset == "multi30k-cpu" and script.ar_model == teacher
+    assert train_em.load_preset("multi30k-cpu")["ar_model"] == "runs/multi30k-teacher-cpu/round-0/ar"
+    assert not em.train_initial_ar and em.candidate_backend == "ctranslate2"
     assert script.train.endswith("multi30k_en_de/train") and script.test.endswith("multi30k_en_de/test")
     assert (em.source_lang, em.target_lang, em.output_dir) == ("en", "de", "runs/multi30k-cpu")
     assert em.num_rounds == 3  # the command line wins
-    assert (script.d_model, script.encoder_layers, em.num_candidates) == (192, 3, 4)
+    assert (script.d_model, script.encoder_layers, em.num_candidates) == (192, 3, 8)
     assert (em.hub_dataset_name, em.hub_license) == ("multi30k", "cc-by-nc-4.0")  # the data's non-commercial terms
     script, em, _ = train_em.parse_args(["--preset=multi30k-gpu"])
     assert (script.d_model, script.encoder_layers, script.ffn_dim, script.attention_heads) == (256, 5, 1024, 4)
@@ -161,3 +167,40 @@ def test_ct2_rows_of_ar_0_decode_like_generate_in_float32(run_dir, pairs):
         and rows["ar_ct2_int8_greedy"]["model"] == "AR, round 0"
     )
     assert "| AR, round 0 | CT2 int8 beam 5 |" in evaluate_em.markdown(result)
+
+
+@pytest.mark.parametrize("blank_side", ["source", "reference"])
+def test_blank_test_line_is_refused_before_any_model_loads(tmp_path, capsys, blank_side):
+    src, ref = tmp_path / "test.en", tmp_path / "test.de"
+    lines = {
+        "source": ["a dog .", "the cat .", "my friend ."],
+        "reference": ["ein hund .", "die katze .", "mein freund ."],
+    }
+    lines[blank_side][1] = "   "  # whitespace only: blank after stripping
+    src.write_text("\n".join(lines["source"]) + "\n")
+    ref.write_text("\n".join(lines["reference"]) + "\n")
+    blank_file = src if blank_side == "source" else ref
+    argv = ["--run_dir", str(tmp_path / "no-run-here"), "--source", str(src), "--reference", str(ref)]
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_em.main(argv)  # the run folder does not exist: the error comes before anything is loaded
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{blank_file} line 2" in err
+    assert "delete that line number from both" in err and "--drop_empty" in err
+    sources, references = evaluate_em.read_test_set(str(src), str(ref), drop_empty=True)
+    assert sources == ["a dog .", "my friend ."] and references == ["ein hund .", "mein freund ."]
+    assert "Dropped 1 of 3 test pairs" in capsys.readouterr().out
+
+
+def test_drop_empty_is_an_option_of_the_command_line(tmp_path, monkeypatch):
+    src, ref = tmp_path / "test.en", tmp_path / "test.de"
+    src.write_text("a dog .\n\nthe cat .\n")
+    ref.write_text("ein hund .\nleer .\ndie katze .\n")
+    seen = {}
+    monkeypatch.setattr(evaluate_em, "evaluate_run", lambda run_dir, sources, references, *a: seen.update(s=sources))
+    monkeypatch.setattr(evaluate_em, "write_results", lambda result, run_dir: "table")
+    evaluate_em.main(["--run_dir", str(tmp_path), "--source", str(src), "--reference", str(ref), "--drop_empty"])
+    assert seen["s"] == ["a dog .", "the cat ."]
+    ref.write_text("ein hund .\n")
+    with pytest.raises(ValueError, match="has 3 lines but .* has 1"):
+        evaluate_em.read_test_set(str(src), str(ref))

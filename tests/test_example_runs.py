@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from datasets import load_from_disk
 from em_nat.trainers.training import CHECKPOINT, STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
+CONSOLE_LINES = 200  # stderr lines and progress-bar redraws of the tiny run below, all together
 SCRIPT = str(ROOT / "examples" / "train_em.py")
 TINY = (
     "--source_lang en --target_lang de --vocab_size 120 --d_model 32 --encoder_layers 1 --decoder_layers 1 "
@@ -80,6 +82,35 @@ def test_example_script_prints_the_results_table(single_run):
     assert (out / "results.md").read_text().strip() in proc.stdout
     metrics = json.loads((out / "round-2" / "metrics.json").read_text())
     assert metrics["em/round"] == 2 and metrics["em/settings"]["gradient_accumulation_steps"] == 2
+    for phase in ("nar", "candidates", "selection", "evaluate"):  # round 2 runs them all (tiny: some round to 0.0)
+        assert metrics[f"time/{phase}_seconds"] >= 0, phase
+    assert metrics["time/nar_seconds"] > 0
+    seconds = [v for t in range(3) for k, v in _metrics(out, t).items() if k.startswith("time/")]
+    total = re.search(r"Minutes by phase \(wall clock\): .*; total ([0-9.]+)\n", proc.stdout)
+    assert total and float(total.group(1)) == pytest.approx(sum(seconds) / 60, abs=0.051)
+
+
+def _metrics(out, round_index):
+    return json.loads((out / f"round-{round_index}" / "metrics.json").read_text())
+
+
+def test_console_shows_progress_phases_and_results_and_the_log_file_the_rest(single_run):
+    """Captured to a pipe, the run shows throttled progress bars, one line per phase and the results table; the
+    checkpoint lines of accelerate and its "Removed shared tensor" warnings are in train.log only."""
+    out, proc = single_run
+    console = proc.stdout + proc.stderr
+    for noise in ("Model weights saved", "Optimizer state saved", "Random states saved", "Removed shared tensor"):
+        assert noise not in console, noise
+    log = (out / "train.log").read_text()
+    assert "Model weights saved" in log and "Removed shared tensor" in log
+    phases = [line for line in proc.stderr.splitlines() if line.startswith("round ")]
+    # rounds 0-2: AR and NAT trained and evaluated in round 0; candidates, NAT, selection, AR, evaluation after
+    assert len(phases) == 3 + 2 * 5, phases
+    assert all(line in log for line in phases)
+    assert any(line.startswith("round 1: NAT trained 20 updates in ") for line in phases)
+    assert any(line.startswith("round 2: evaluated in ") and "NAT ODD" in line for line in phases)
+    redraws = [line for line in re.split(r"[\r\n]", proc.stderr) if line.strip()]
+    assert len(redraws) < CONSOLE_LINES, f"{len(redraws)} console lines:\n" + "\n".join(redraws)
 
 
 def test_two_cpu_processes_cover_every_source_once_and_match_one_process(data_files, single_run, tmp_path):

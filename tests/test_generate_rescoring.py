@@ -28,3 +28,21 @@ def test_generate_with_rescoring_keeps_the_best_rescored_candidate(nat, tokenize
         length = int(out.lengths[b])
         assert out.sequences[b, :length].tolist() == best[1].tolist()
         assert out.sequences_scores[b].item() == pytest.approx(best[0], abs=1e-4)
+
+
+def test_a_rescorer_of_another_vocabulary_is_refused(nat, tokenizer, pairs):
+    """An AR on another tokenizer would rank other words: refused before any decoding, naming the difference."""
+    from transformers import MarianConfig, MarianMTModel
+
+    enc = tokenizer([pairs[0][0]], return_tensors="pt")
+    sizes = dict(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2)
+    sizes.update(encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64)
+    special = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    bigger = MarianMTModel(MarianConfig(vocab_size=nat.config.vocab_size + 7, **sizes, **special))
+    with pytest.raises(ValueError, match=f"it has {nat.config.vocab_size + 7} token embeddings, the NAT"):
+        nat.generate(**enc, length_beam=3, rescorer=bigger)
+    other_eos = MarianMTModel(
+        MarianConfig(vocab_size=nat.config.vocab_size, **sizes, **{**special, "eos_token_id": 5})
+    )
+    with pytest.raises(ValueError, match="its eos_token_id is 5, the NAT's"):
+        nat.generate(**enc, length_beam=3, rescorer=other_eos)

@@ -6,11 +6,13 @@ with the shipped schedule (4 attempts, waits of 2, 4 and 8 s): they fail when re
 
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import tiny_models
+from conftest import make_pairs, tiny_models
 from datasets import Dataset
 from hub_server import hub_env, start_hub_server
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
@@ -20,6 +22,7 @@ import em_nat
 from em_nat import EMTrainer, EMTrainingArguments, hub
 
 SCHEDULE = [2.0, 4.0, 8.0]  # the shipped back-off: PUSH_ATTEMPTS = 4 attempts, the first wait 2 s, then doubled
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 class FakeClock:
@@ -68,10 +71,9 @@ def assert_same_weights(local, remote):
 
 def assert_card_shows_decoding(card: str, nat):
     """Each NAT knob of the card's decoding table is what `nat.generate()` uses when not told otherwise."""
-    settings = nat._resolve_generation_settings(None, {})
-    assert set(hub.NAT_DECODING_KNOBS) <= set(settings)
+    settings = nat._decoding_config()  # what generate() uses when not told otherwise
     for knob in hub.NAT_DECODING_KNOBS:
-        assert f"| `{knob}` | `{settings[knob]!r}` |" in card, knob
+        assert f"| `{knob}` | `{getattr(settings, knob)!r}` |" in card, knob
 
 
 def _run(tokenizer, pairs, tmp_path, **overrides):
@@ -169,6 +171,94 @@ def test_unreachable_hub_is_reported_and_keeps_local_checkpoints(server, clock, 
     assert clock.sleeps == SCHEDULE * 4  # 4 pushes (rounds 0 and 1, twice), each with the whole back-off
     for t in (0, 1):
         assert (tmp_path / "run" / f"round-{t}" / "nar" / "model.safetensors").is_file()
+
+
+def _completed(run) -> list[str]:
+    return json.loads((run / "em_state.json").read_text())["completed"]
+
+
+def _weights_stamps(run) -> dict:
+    return {path: path.stat().st_mtime_ns for path in run.glob("round-*/*/model.safetensors")}
+
+
+def test_rerun_pushes_only_the_pending_rounds_and_trains_nothing(server, clock, tokenizer, pairs, tmp_path):
+    """train(push=False) then push(): round 0 reaches the Hub, round 1 does not; the same run again pushes round 1
+    only, each pending round tried once per push() with the whole back-off."""
+    run = tmp_path / "run"
+    server.fail_next(1000, status=503, path_contains="/commit/", method="POST", after=4)  # round 0: 2 + 2 commits
+    trainer = _run(tokenizer, pairs, tmp_path)
+    trainer.train(push=False)
+    assert commit_posts(server) == 0 and not _completed(run)[-1].endswith("pushed")  # nothing pushed while training
+    with pytest.raises(hub.HubPushError, match=r"(?s)rounds \[1\] could not be pushed.*same command again"):
+        trainer.push()
+    assert clock.sleeps == SCHEDULE and trainer.pending_pushes.keys() == {1}
+    done = _completed(run)
+    assert "round-0/pushed" in done and "round-1/pushed" not in done
+    server.clear_failures()
+    stamps, since = _weights_stamps(run), len(server.requests)
+    again = _run(tokenizer, pairs, tmp_path)
+    again.train(push=False)
+    again.push()
+    assert _weights_stamps(run) == stamps  # nothing trained again
+    assert _completed(run) == done + ["round-1/pushed"]
+    paths = [path for _, path in server.requests[since:]]
+    assert not any("round-0" in path for path in paths)  # round 0 was not pushed again
+    assert sum(path.endswith("/branch/round-1") for path in paths) == 2  # the NAT's and the AR's round-1 branch
+    for repo_id in ("test-user/em-nat-tiny", "test-user/ar-tiny"):
+        assert {"round-0", "round-1"} <= {b.name for b in HfApi().list_repo_refs(repo_id).branches}
+
+
+def _script_data(folder) -> list[str]:
+    """Train, validation and test TSV files of the tiny pairs; the data options of examples/train_em.py."""
+    folder.mkdir()
+    pairs = make_pairs()
+    options = []
+    for split, rows in (("train", pairs), ("validation", pairs[:8]), ("test", pairs[-6:])):
+        (folder / f"{split}.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in rows))
+        options += [f"--{split}", str(folder / f"{split}.tsv")]
+    return options
+
+
+def test_script_writes_every_local_output_then_reports_the_unreachable_hub(server, clock, tmp_path, monkeypatch):
+    """examples/train_em.py --push_to_hub --test with nothing listening at the Hub's address: the results table, the
+    test scores and the model card are written, then the failed pushes are reported (exit status 1). The same command
+    with the Hub back trains nothing and pushes the pending rounds, cards with the test results included."""
+    from test_example_runs import TINY
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import train_em
+
+    run = tmp_path / "run"
+    argv = _script_data(tmp_path / "data") + ["--output_dir", str(run), *TINY, "--num_rounds", "1"]
+    argv += "--ar_max_steps 6 --nar_max_steps 6 --push_to_hub --hub_model_id test-user/em-nat-script".split()
+    argv += "--hub_ar_model_id test-user/ar-script".split()
+    server.shutdown()  # nothing listens at the endpoint any more
+    monkeypatch.setattr(sys, "argv", ["train_em.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        train_em.main()
+    message = str(exit_info.value.code)
+    assert message.startswith("Hub push failed") and "rounds [0, 1] could not be pushed" in message
+    for name in ("results.md", "results.json", "test_results.md", "test_results.json", "train.log"):
+        assert (run / name).is_file(), name
+    assert "Results on the test data" in (run / "round-1" / "nar" / "README.md").read_text()
+    assert clock.sleeps == SCHEDULE * 2  # rounds 0 and 1, each tried once, after the local work
+    done = _completed(run)
+    assert not any(phase.endswith("/pushed") for phase in done)
+    # the Hub is back (at another address): the same command pushes rounds 0 and 1 and trains nothing
+    back = start_hub_server(tmp_path / "hub-back")
+    hub_env(monkeypatch, back.url, tmp_path / "hf_home_back")
+    stamps = _weights_stamps(run)
+    try:
+        train_em.run(argv)
+        assert _weights_stamps(run) == stamps
+        assert _completed(run) == done + ["round-0/pushed", "round-1/pushed"]
+        for repo_id in ("test-user/em-nat-script", "test-user/ar-script"):
+            assert {"round-0", "round-1"} <= {b.name for b in HfApi().list_repo_refs(repo_id).branches}
+        card = open(hf_hub_download("test-user/em-nat-script", "README.md", revision="round-1")).read()
+        assert "Results on the test data" in card
+        assert card == (run / "round-1" / "nar" / "README.md").read_text()  # the local card is the pushed one
+    finally:
+        back.shutdown()
 
 
 def _saved_models(tokenizer, root):

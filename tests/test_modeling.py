@@ -133,6 +133,7 @@ def test_generate_accepts_generic_kwargs(nat, batch):
 
 
 def test_generation_defaults_live_in_generation_config_not_model_config(nat):
+    assert isinstance(nat.generation_config, em_nat.modeling.NATGenerationConfig)
     assert nat.generation_config.length_beam == 1
     assert nat.generation_config.odd is True
     assert not hasattr(nat.config, "length_beam")

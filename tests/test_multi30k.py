@@ -1,5 +1,6 @@
-"""The real-data pipeline on Multi30k at reduced size (3,000 training pairs, tiny models), end to end:
-`examples/train_em.py --preset multi30k-cpu` with smaller sizes, then the test-set table and the model card.
+"""The real-data pipeline on Multi30k at reduced size (3,000 training pairs, tiny models), end to end, as README
+runs it: the teacher (`--preset multi30k-teacher-cpu`), then EM from it (`--preset multi30k-cpu --ar_model ...`)
+with smaller sizes, then the test-set table and the model card.
 
 Slow (a few minutes); skipped when ../shared/data/multi30k_en_de is absent. Run: python -m pytest -m slow
 """
@@ -21,22 +22,53 @@ pytestmark = [
     pytest.mark.skipif(not (DATA / "train.en").is_file(), reason=f"Multi30k not found at {DATA}"),
 ]
 
-REDUCED = (
+SIZES = (
     "--max_train_samples 3000 --max_test_samples 100 --vocab_size 1000 --d_model 64 --encoder_layers 1 "
-    "--decoder_layers 1 --attention_heads 2 --ffn_dim 128 --num_candidates 2 --candidate_beam_size 2 "
-    "--ar_max_steps 300 --nar_max_steps 200 --ar_learning_rate 3e-3 --nar_learning_rate 3e-3 --ar_continue_max_steps 30 --warmup_steps 50 --max_tokens 1024 "
-    "--eval_steps 1000 --save_steps 50 --eval_max_samples 100 --speed_sentences 5"
+    "--decoder_layers 1 --attention_heads 2 --ffn_dim 128 --warmup_steps 50 --max_tokens 1024 --eval_steps 1000 "
+    "--save_steps 50 --eval_max_samples 100 --speed_sentences 5"
+).split()
+TEACHER = "--ar_max_steps 300 --ar_learning_rate 3e-3 --ar_average_checkpoints 2".split()
+EM = (
+    "--num_candidates 2 --candidate_beam_size 2 --nar_max_steps 200 --nar_learning_rate 3e-3 "
+    "--ar_continue_max_steps 30 --nar_average_checkpoints 2"
 ).split()
 
 
-@pytest.fixture(scope="module")
-def reduced_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("multi30k") / "run"
-    command = [sys.executable, "examples/train_em.py", "--preset", "multi30k-cpu", "--output_dir", str(out), *REDUCED]
+def _train(preset, out, *options):
+    command = [sys.executable, "examples/train_em.py", "--preset", preset, "--output_dir", str(out), *SIZES, *options]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("multi30k") / "teacher"
+    _train("multi30k-teacher-cpu", out, *TEACHER)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reduced_run(teacher):
+    out = teacher.parent / "run"
+    proc = _train("multi30k-cpu", out, "--ar_model", str(teacher / "round-0" / "ar"), *EM)
     return out, proc
+
+
+def test_teacher_is_trained_alone_and_em_starts_from_it_as_is(teacher, reduced_run):
+    """The teacher command trains AR_0 only; the EM run records it as its AR_0 and does not train it again."""
+    from em_nat.trainers.em_trainer import initial_ar_identity
+    from transformers import AutoModelForSeq2SeqLM
+
+    assert not (teacher / "round-0" / "nar").exists() and not (teacher / "round-1").exists()
+    out, _ = reduced_run
+    round0 = json.loads((out / "round-0" / "metrics.json").read_text())
+    assert round0["ar/trained"] is False
+    expected = initial_ar_identity(AutoModelForSeq2SeqLM.from_pretrained(teacher / "round-0" / "ar"))
+    assert round0["em/initial_ar"]["weights_sha256"] == expected["weights_sha256"]
+    teacher_round0 = json.loads((teacher / "round-0" / "metrics.json").read_text())
+    assert teacher_round0["ar/eval_loss"] < math.log(1000) - 1 and round0["nar/eval_loss"] < math.log(1000) - 1
 
 
 def test_every_round_is_trained_and_scored_once_on_test(reduced_run):
@@ -59,15 +91,12 @@ def test_every_round_is_trained_and_scored_once_on_test(reduced_run):
     assert "| NAT, round 2 (EM) | LB 9 + ODD + AR rescoring |" in proc.stdout
     # the AR trained on 3,000 real pairs for 300 updates already translates a little
     assert next(r for r in result["rows"] if r["name"] == "ar_beam5")["bleu"]["score"] > 1.0
-    round0 = json.loads((out / "round-0" / "metrics.json").read_text())
-    assert round0["ar/eval_loss"] < math.log(1000) - 1 and round0["nar/eval_loss"] < math.log(1000) - 1
 
 
-def test_tokenizer_is_trained_on_train_only_at_the_asked_size(reduced_run):
+def test_tokenizer_is_trained_on_train_only_at_the_asked_size(teacher):
     from transformers import AutoTokenizer
 
-    out, _ = reduced_run
-    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(teacher / "tokenizer")
     assert len(tokenizer) <= 1000
     assert tokenizer.pad_token_id == 0 and tokenizer.eos_token_id == 2
 

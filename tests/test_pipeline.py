@@ -1,6 +1,8 @@
 """pipeline("translation") for the NAT and a stock Marian, from objects and from a saved folder."""
 
 import pytest
+import torch
+from conftest import TINY_SIZES
 from transformers import pipeline
 
 import em_nat
@@ -71,6 +73,25 @@ def test_mismatched_tokenizer_is_a_clear_error(nat, pairs):
     assert len(other) > nat.config.vocab_size
     with pytest.raises(ValueError, match="Tokenizer and model do not match"):
         pipeline("translation", model=nat, tokenizer=other)
+
+
+def test_smaller_tokenizer_with_the_same_special_ids_is_refused_for_the_nat(tokenizer):
+    """Issue 17: a tokenizer of another size with the NAT's pad and EOS ids used to translate into garbage."""
+    torch.manual_seed(0)
+    specials = {name: getattr(tokenizer, name) for name in ("pad_token_id", "eos_token_id", "bos_token_id")}
+    larger = em_nat.NATConfig(vocab_size=len(tokenizer) + 40, **specials, **TINY_SIZES)
+    nat = em_nat.NATForConditionalGeneration(larger).eval()
+    message = (
+        f"the tokenizer has {len(tokenizer)} tokens but the NAT's vocab_size is {len(tokenizer) + 40}"
+        ".*Use the tokenizer the model was trained with"
+    )
+    with pytest.raises(ValueError, match=message):
+        pipeline("translation", model=nat, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match=message):
+        em_nat.check_tokenizer_compatible(tokenizer, nat.config)
+    # a stock seq2seq model may pad its embeddings past its tokenizer (T5 does): a smaller tokenizer stays accepted
+    marian = em_nat.build_ar_model(tokenizer, larger).eval()
+    assert isinstance(pipeline("translation", model=marian, tokenizer=tokenizer)("a dog likes the garden ."), list)
 
 
 def test_pipeline_passes_nat_decoding_knobs(nat, marian, tokenizer):

@@ -30,6 +30,11 @@ CASES = [
     (["--d_mod", "64"], "not used by the HfArgumentParser: ['--d_mod', '64']"),
     (["--train_initial_ar", "false"], "--train_initial_ar false needs --ar_model PATH"),
     (["--ar_model", "./no/such/folder"], "--ar_model ./no/such/folder: no such folder"),
+    (
+        ["--preset", "multi30k-cpu", "--ar_model", "runs/multi30k-teacher-cpu/round-9/ar"],
+        "no such folder (a local path; Hub names look like 'user/name'). Train it first: accelerate launch "
+        "examples/train_em.py --preset multi30k-teacher-cpu",
+    ),
     (["--tokenizer", "./missing-tokenizer"], "--tokenizer ./missing-tokenizer: no such folder"),
     (["--max_source_length", "100"], "--max_source_length (100) exceeds --max_position_embeddings (64)"),
     (["--output_dir", "README.md"], "--output_dir README.md is a file"),

@@ -1,11 +1,13 @@
-"""The NAT in stock `Seq2SeqTrainer`: train, evaluate, and predict with `predict_with_generate=True`."""
+"""The NAT in stock `Seq2SeqTrainer`: train, evaluate, and predict with `predict_with_generate=True`, scored by
+em-nat's `evaluate` modules in `compute_metrics`."""
 
 import pytest
 import torch
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from em_nat.metrics import corpus_bleu
+import em_nat
+from em_nat.metrics import corpus_bleu, repeated_token_rate, structural_ids
 
 
 @pytest.fixture
@@ -19,13 +21,23 @@ def tokenized(tokenizer, pairs):
     return data.map(encode, batched=True, remove_columns=["src", "tgt"])
 
 
-def test_seq2seq_trainer_trains_evaluates_and_predicts_with_generate(nat, tokenizer, tokenized, tmp_path):
+def test_seq2seq_trainer_trains_evaluates_and_predicts_with_generate(nat, tokenizer, tokenized, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    bleu = em_nat.load_metric("sacrebleu_signature")
+    repeats = em_nat.load_metric("repeated_tokens")
+    ignore = sorted(structural_ids(tokenizer) | {-100})  # Seq2SeqTrainer pads predictions across batches with -100
+    scored = []
+
     def compute_metrics(prediction):
         predictions, labels = prediction
         labels = [[t for t in row if t != -100] for row in labels.tolist()]
         hyps = tokenizer.batch_decode(predictions.clip(min=0), skip_special_tokens=True)
         refs = tokenizer.batch_decode(labels, skip_special_tokens=True)
-        return {"bleu": corpus_bleu(hyps, refs)["score"]}
+        result = bleu.compute(predictions=hyps, references=[[ref] for ref in refs])
+        rate = repeats.compute(predictions=predictions.tolist(), ignore_ids=ignore)["repeated_token_rate"]
+        scored.append((hyps, refs, predictions.tolist(), result["signature"]))
+        return {"bleu": result["score"], "repeated_token_rate": rate}
 
     args = Seq2SeqTrainingArguments(
         output_dir=str(tmp_path),
@@ -54,7 +66,11 @@ def test_seq2seq_trainer_trains_evaluates_and_predicts_with_generate(nat, tokeni
     assert "eval_loss" in metrics and "eval_bleu" in metrics
     output = trainer.predict(tokenized)
     assert output.predictions.shape[0] == len(tokenized)
-    assert "test_bleu" in output.metrics
+    assert "test_bleu" in output.metrics and "test_repeated_token_rate" in output.metrics
+    hyps, refs, ids, signature = scored[-1]  # the modules agree with em_nat.metrics on what the trainer passed
+    assert output.metrics["test_bleu"] == corpus_bleu(hyps, refs)["score"] and signature.startswith("nrefs:1|")
+    assert output.metrics["test_repeated_token_rate"] == pytest.approx(repeated_token_rate(ids, ignore))
+    assert ids == output.predictions.tolist()
     expected = nat.eval().generate(
         **tokenizer([tokenizer.decode(tokenized[0]["input_ids"], skip_special_tokens=True)], return_tensors="pt")
     )

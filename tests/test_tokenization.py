@@ -1,4 +1,11 @@
-"""Joint tokenizer training (files, strings, datasets), save/load, and the AR partner built on it."""
+"""Joint tokenizer training (files, strings, datasets), save/load, and the AR partner built on it; a NAT folder's
+tokenizer loads as a stock tokenizer, with no custom code."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -67,3 +74,79 @@ def test_locally_saved_pretrained_tokenizer_and_ar_can_be_used(tokenizer, tmp_pa
     enc = loaded_tok([pairs[0][0]], return_tensors="pt")
     assert nat.generate(**enc)[0, -1] in (loaded_tok.eos_token_id, loaded_tok.pad_token_id)
     assert loaded_ar.generate(**enc, max_new_tokens=5).shape[0] == 1
+
+
+NO_EM_NAT_TOKENIZER_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockEmNat(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "em_nat" or name.startswith("em_nat."):
+                raise ImportError("em_nat is blocked in this interpreter")
+
+    sys.meta_path.insert(0, BlockEmNat())
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder, texts = sys.argv[1], json.loads(sys.argv[2])
+    result = {}
+    for name, load in (
+        ("auto", lambda: AutoTokenizer.from_pretrained(folder, trust_remote_code=False)),
+        ("fast", lambda: PreTrainedTokenizerFast.from_pretrained(folder)),
+    ):
+        tokenizer = load()
+        result[name] = {"class": type(tokenizer).__module__, "ids": tokenizer(texts)["input_ids"]}
+    print(json.dumps(result), flush=True)
+    print("--- plain AutoTokenizer.from_pretrained(folder) ---", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # transformers asks about config.json's code; nothing is run
+    print(json.dumps({"class": type(tokenizer).__module__, "ids": tokenizer(texts)["input_ids"]}), flush=True)
+    """
+)
+
+
+def test_nat_folder_tokenizer_loads_without_em_nat_and_without_remote_code(nat, tokenizer, pairs, tmp_path):
+    """The tokenizer of a NAT folder is a stock fast tokenizer: where em_nat cannot be imported it loads with no
+    prompt and no custom code through `AutoTokenizer.from_pretrained(folder, trust_remote_code=False)` or
+    `PreTrainedTokenizerFast.from_pretrained(folder)`. A plain `AutoTokenizer.from_pretrained(folder)` reads
+    config.json through `AutoConfig` first (transformers 5), whose `auto_map` names the model's code, hence
+    transformers' question; declining it (here: stdin closed) still gives the stock tokenizer and runs no code."""
+    folder = tmp_path / "nat"
+    nat.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    modules = tmp_path / "modules"
+    texts = [pairs[0][0], pairs[7][1]]
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_EM_NAT_TOKENIZER_SCRIPT, str(folder), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,  # a prompt that waited for an answer would fail here
+        env={**os.environ, "HF_MODULES_CACHE": str(modules), "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before_plain, plain = proc.stdout.split("--- plain AutoTokenizer.from_pretrained(folder) ---")
+    assert "custom code" not in before_plain and "[y/N]" not in before_plain
+    assert "custom code" not in proc.stderr
+    result = json.loads(before_plain.strip().splitlines()[-1])
+    expected = tokenizer(texts)["input_ids"]
+    for name in ("auto", "fast"):
+        assert result[name]["class"].startswith("transformers."), result[name]
+        assert result[name]["ids"] == expected
+    last = plain.strip().splitlines()[-1]  # transformers' "[y/N] " question has no newline: the JSON follows it
+    plain_result = json.loads(last[last.index("{") :])
+    assert plain_result["class"].startswith("transformers.") and plain_result["ids"] == expected
+    assert not (modules / "transformers_modules").exists() or not any((modules / "transformers_modules").iterdir())
+
+
+def test_nat_folder_tokenizer_loads_with_em_nat_and_never_asks(nat, tokenizer, tmp_path, monkeypatch):
+    def no_prompt(*args):
+        raise AssertionError(f"interactive prompt: {args}")
+
+    monkeypatch.setattr("builtins.input", no_prompt)
+    nat.save_pretrained(tmp_path / "nat")
+    tokenizer.save_pretrained(tmp_path / "nat")
+    assert "auto_map" not in json.loads((tmp_path / "nat" / "tokenizer_config.json").read_text())  # no custom code
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "nat")  # em_nat is imported: the config is known
+    assert type(loaded).__module__.startswith("transformers.")
+    assert loaded.get_vocab() == tokenizer.get_vocab()

@@ -1,9 +1,13 @@
 """`EMTrainingArguments`: every setting of an EM run, a dataclass usable with `HfArgumentParser`."""
 
+import importlib.util
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from em_nat.export import QUANTIZATIONS
+
+from .candidates import CANDIDATE_BACKENDS, CandidateSettings
 from .glancing import parse_glancing_ratio
 from .training import PhaseConfig
 
@@ -58,6 +62,19 @@ def check_numeric_ranges(values: dict, ranges: dict) -> None:
 RESTART_CHOICES = ("both", "nar", "ar", "none")
 
 
+def check_candidate_backend(backend: str, compute_type: str) -> None:
+    """Refuse an unknown backend or weight type, or CTranslate2 when it is not installed, before any training."""
+    if backend not in CANDIDATE_BACKENDS:
+        raise ValueError(f"candidate_backend must be one of {CANDIDATE_BACKENDS}, got {backend!r}.")
+    if compute_type not in QUANTIZATIONS:
+        raise ValueError(f"candidate_compute_type must be one of {QUANTIZATIONS}, got {compute_type!r}.")
+    if backend == "ctranslate2" and importlib.util.find_spec("ctranslate2") is None:
+        raise ValueError(
+            "candidate_backend='ctranslate2' needs CTranslate2, which is not installed: pip install 'em-nat[ct2]', "
+            "or use candidate_backend='transformers'."
+        )
+
+
 @dataclass
 class EMTrainingArguments:
     """Settings of [`EMTrainer`]. Fields prefixed `ar_` / `nar_` apply to one phase; the rest to both."""
@@ -66,6 +83,17 @@ class EMTrainingArguments:
     num_rounds: int = field(default=2, metadata={"help": "EM rounds T after AR_0 (round 1 is sequence-level KD)."})
     num_candidates: int = field(default=20, metadata={"help": "N: AR beam hypotheses kept per source (paper: 20)."})
     candidate_beam_size: int = field(default=20, metadata={"help": "Beam width for the candidates; must be >= N."})
+    candidate_backend: str = field(
+        default="transformers",
+        metadata={
+            "help": "Who decodes the candidates: 'transformers' (generate()) or 'ctranslate2' (the AR converted "
+            "each round; needs pip install 'em-nat[ct2]'; float32 gives generate()'s beams, int8 is faster on CPU)."
+        },
+    )
+    candidate_compute_type: str = field(
+        default="int8",
+        metadata={"help": "CTranslate2 weight type of the candidate AR ('int8', 'float32', ...); ctranslate2 only."},
+    )
     nar_targets: str = field(
         default="one_best",
         metadata={
@@ -179,6 +207,7 @@ class EMTrainingArguments:
                 f"generation_max_len_a ({self.generation_max_len_a}) and generation_max_len_b "
                 f"({self.generation_max_len_b}) must be >= 0; generation_max_len_a=0 turns the cap off."
             )
+        check_candidate_backend(self.candidate_backend, self.candidate_compute_type)
         if self.nar_targets not in NAR_TARGETS:
             raise ValueError(f"nar_targets must be one of {NAR_TARGETS}, got {self.nar_targets!r}.")
         if self.restart not in RESTART_CHOICES:
@@ -208,6 +237,19 @@ class EMTrainingArguments:
     def restarts(self, name: str) -> bool:
         """Whether the "ar" or "nar" model restarts from its initial weights each round."""
         return self.restart in ("both", name)
+
+    def candidate_settings(self) -> CandidateSettings:
+        """The E-step's [`CandidateSettings`]."""
+        return CandidateSettings(
+            num_candidates=self.num_candidates,
+            beam_size=self.candidate_beam_size,
+            max_new_tokens=self.max_target_length,
+            max_sentences=self.generation_max_sentences,
+            max_len_a=self.generation_max_len_a,
+            max_len_b=self.generation_max_len_b,
+            backend=self.candidate_backend,
+            compute_type=self.candidate_compute_type,
+        )
 
     def phase_config(self, name: str, continued: bool = False) -> PhaseConfig:
         """The [`PhaseConfig`] of the "ar" or "nar" phase (`continued`: an AR continuing from the last round)."""

@@ -6,6 +6,9 @@ NAR total log-likelihood (length term included, not length-normalised); ties go 
 """
 
 import math
+import os
+import tempfile
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -72,62 +75,137 @@ def strip_generated(ids: torch.Tensor, pad_token_id: int, eos_token_id: int, sta
     return tokens
 
 
-@torch.no_grad()
-def generate_candidates(
-    ar_model,
-    sources: list[list[int]],
-    num_candidates: int,
-    beam_size: int,
-    accelerator: Accelerator,
-    pad_token_id: int,
-    eos_token_id: int,
-    max_new_tokens: int,
-    max_sentences: int = 64,
-    max_len_a: float = 0.0,
-    max_len_b: int = 0,
-) -> tuple[list[list[list[int]]], list[list[float]]]:
-    """Top-`num_candidates` AR beam hypotheses for every source.
+CANDIDATE_BACKENDS = ("transformers", "ctranslate2")
+
+
+@dataclass(frozen=True)
+class CandidateSettings:
+    """How the E-step's AR candidates are generated.
 
     Args:
-        ar_model: an unwrapped `AutoModelForSeq2SeqLM`.
-        sources: tokenized sources (EOS-terminated id lists).
         num_candidates: N hypotheses kept per source; `beam_size` must be >= N.
+        beam_size: beam width.
+        max_new_tokens: hard limit on generated tokens (EOS included).
+        max_sentences: sources per batch.
         max_len_a, max_len_b: per-batch length cap (`length_cap`).
-    Returns:
-        `(candidates, scores)`: per source, N target id lists (EOS-terminated, best first) and their beam scores.
+        backend: "transformers" (`generate()`) or "ctranslate2" (the AR converted with `em_nat.export`, decoded by
+            CTranslate2: float32 gives `generate()`'s beams, int8 is several times faster on CPU).
+        compute_type: CTranslate2 weight type ("int8", "float32", ...); ignored by "transformers".
     """
-    if beam_size < num_candidates:
-        raise ValueError(f"beam_size ({beam_size}) must be >= num_candidates ({num_candidates}).")
+
+    num_candidates: int
+    beam_size: int
+    max_new_tokens: int
+    max_sentences: int = 64
+    max_len_a: float = 0.0
+    max_len_b: int = 0
+    backend: str = "transformers"
+    compute_type: str = "int8"
+
+    def __post_init__(self):
+        if self.beam_size < self.num_candidates:
+            raise ValueError(f"beam_size ({self.beam_size}) must be >= num_candidates ({self.num_candidates}).")
+        if self.backend not in CANDIDATE_BACKENDS:
+            raise ValueError(f"candidate backend must be one of {CANDIDATE_BACKENDS}, got {self.backend!r}.")
+
+
+def _transformers_beams(ar_model, settings: CandidateSettings, pad_token_id, eos_token_id, device):
+    """`run(batch of (index, source ids)) -> [(index, (N candidates, N scores))]` with `generate()`."""
     ar_model.eval()
     start = getattr(ar_model.config, "decoder_start_token_id", None)
+    n = settings.num_candidates
 
-    def run(indices):
-        input_ids, attention_mask = pad_sources(sources, indices, pad_token_id, accelerator.device)
+    def run(indices, sources):
+        input_ids, attention_mask = pad_sources(sources, indices, pad_token_id, device)
         out = ar_model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            num_beams=beam_size,
-            num_return_sequences=num_candidates,
-            max_new_tokens=length_cap(input_ids.shape[1], max_new_tokens, max_len_a, max_len_b),
+            num_beams=settings.beam_size,
+            num_return_sequences=n,
+            max_new_tokens=length_cap(
+                input_ids.shape[1], settings.max_new_tokens, settings.max_len_a, settings.max_len_b
+            ),
             do_sample=False,
             output_scores=True,
             return_dict_in_generate=True,
         )
-        rows = out.sequences.view(len(indices), num_candidates, -1).cpu()  # (batch, N, out_len)
-        scores = out.sequences_scores.view(len(indices), num_candidates).float().cpu().tolist()
+        rows = out.sequences.view(len(indices), n, -1).cpu()  # (batch, N, out_len)
+        scores = out.sequences_scores.view(len(indices), n).float().cpu().tolist()
         return [
-            (
-                i,
-                (
-                    [strip_generated(rows[r, k], pad_token_id, eos_token_id, start) for k in range(num_candidates)],
-                    scores[r],
-                ),
-            )
+            (i, ([strip_generated(rows[r, k], pad_token_id, eos_token_id, start) for k in range(n)], scores[r]))
             for r, i in enumerate(indices)
         ]
 
-    batches = length_sorted_batches([len(s) for s in sources], 10**9, max_sentences)
-    by_index = map_sharded(run, batches, accelerator, "AR candidates")
+    return run
+
+
+def _ctranslate2_beams(ar_model, tokenizer, settings: CandidateSettings, device, scratch: str):
+    """As `_transformers_beams`, decoding with CTranslate2: the AR is saved and converted into `scratch` once."""
+    from em_nat.export import convert_to_ct2, load_ct2_translator
+
+    ar_dir, ct2_dir = os.path.join(scratch, "ar"), os.path.join(scratch, "ct2")
+    ar_model.save_pretrained(ar_dir)
+    tokenizer.save_pretrained(ar_dir)
+    convert_to_ct2(ar_dir, ct2_dir)
+    translator = load_ct2_translator(
+        ct2_dir,
+        device="cuda" if device.type == "cuda" else "cpu",
+        device_index=device.index or 0,
+        compute_type=settings.compute_type,
+        intra_threads=torch.get_num_threads(),
+    )
+    length_penalty = getattr(ar_model.generation_config, "length_penalty", None)
+    length_penalty = 1.0 if length_penalty is None else float(length_penalty)  # generate()'s default
+    eos = tokenizer.eos_token_id
+    # generate() with forced_eos_token_id (Marian's default) spends the last allowed step on EOS; CTranslate2 has no
+    # such rule, so it stops one step earlier and the EOS is appended below: the same lengths either way
+    forced_eos = getattr(ar_model.generation_config, "forced_eos_token_id", None) == eos
+
+    def run(indices, sources):
+        tokens = [tokenizer.convert_ids_to_tokens(sources[i]) for i in indices]
+        cap = length_cap(max(map(len, tokens)), settings.max_new_tokens, settings.max_len_a, settings.max_len_b)
+        results = translator.translate_batch(
+            tokens,
+            beam_size=settings.beam_size,
+            num_hypotheses=settings.num_candidates,
+            length_penalty=length_penalty,
+            max_decoding_length=max(1, cap - 1) if forced_eos else cap,
+            return_scores=True,
+            return_end_token=True,
+        )
+        out = []
+        for i, result in zip(indices, results):
+            ids = [tokenizer.convert_tokens_to_ids(hypothesis) for hypothesis in result.hypotheses]
+            ids = [row if row and row[-1] == eos else row + [eos] for row in ids]  # capped: EOS added, as generate's
+            out.append((i, (ids, [float(score) for score in result.scores])))
+        return out
+
+    return run
+
+
+@torch.no_grad()
+def generate_candidates(
+    ar_model, tokenizer, sources: list[list[int]], settings: CandidateSettings, accelerator: Accelerator
+) -> tuple[list[list[list[int]]], list[list[float]]]:
+    """Top-N AR beam hypotheses for every source, sharded over processes and gathered.
+
+    Args:
+        ar_model: an unwrapped `AutoModelForSeq2SeqLM`.
+        tokenizer: its tokenizer (pad and EOS ids; token strings for CTranslate2).
+        sources: tokenized sources (EOS-terminated id lists).
+        settings: [`CandidateSettings`].
+    Returns:
+        `(candidates, scores)`: per source, N target id lists (EOS-terminated, best first) and their beam scores.
+    """
+    with tempfile.TemporaryDirectory(prefix="em-nat-candidates-") as scratch:
+        if settings.backend == "ctranslate2":
+            run = _ctranslate2_beams(ar_model, tokenizer, settings, accelerator.device, scratch)
+        else:
+            run = _transformers_beams(
+                ar_model, settings, tokenizer.pad_token_id, tokenizer.eos_token_id, accelerator.device
+            )
+        batches = length_sorted_batches([len(s) for s in sources], 10**9, settings.max_sentences)
+        by_index = map_sharded(lambda indices: run(indices, sources), batches, accelerator, "AR candidates")
     if sorted(by_index) != list(range(len(sources))):
         raise RuntimeError(f"Candidate generation covered {len(by_index)} of {len(sources)} sources.")
     return [by_index[i][0] for i in range(len(sources))], [by_index[i][1] for i in range(len(sources))]

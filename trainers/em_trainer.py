@@ -10,19 +10,27 @@
         evaluate, save_round (and push)
 
 Each completed phase is recorded in `output_dir/em_state.json`; re-running the same command resumes after the
-last completed phase, and inside a phase from its last checkpoint.
+last completed phase, and inside a phase from its last checkpoint. Pushes are recorded the same way
+(`round-<t>/pushed`): a push that fails leaves the round pending, and a later `train()` or `push()` retries only the
+pending rounds. Each phase logs one line to `em_nat.logging_setup.PHASE_LOGGER` (what a script shows on the console)
+and records its wall-clock seconds in the round's metrics (`time/<phase>_seconds`: ar, nar, candidates, selection,
+evaluate; the time of the process run that completed the phase).
 """
 
 import copy
 import hashlib
 import json
+import math
 import os
+import time
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import gather_object, set_seed
 from datasets import Dataset, load_from_disk
+
+from em_nat.logging_setup import LOG_FILE, format_duration, get_phase_logger
 
 from ..hub import HubPushError, push_round
 from ..metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
@@ -32,6 +40,7 @@ from .candidates import generate_candidates, score_candidates, select_targets, t
 from .training import Example, PhaseTrainer, read_json_state, write_json_atomic
 
 logger = get_logger(__name__)
+phase_logger = get_phase_logger()  # one line per phase, for the console (em_nat/logging_setup.py)
 
 STATE_FILE = "em_state.json"
 
@@ -65,7 +74,8 @@ class EMTrainer:
         self.accelerator = accelerator or make_accelerator(args)
         self._check_output_dir()
         if args.overwrite_output_dir and self.accelerator.is_main_process:
-            remove_run_outputs(args.output_dir, keep=("tokenizer",))  # start truly fresh; the caller's tokenizer
+            # start truly fresh, but keep the caller's tokenizer and the log file its script is writing
+            remove_run_outputs(args.output_dir, keep=("tokenizer", LOG_FILE))
         self.accelerator.wait_for_everyone()
         set_seed(args.seed)
         self.initial_ar, self.initial_nar = copy.deepcopy(ar_model).cpu(), copy.deepcopy(nar_model).cpu()
@@ -127,6 +137,7 @@ class EMTrainer:
             "tokenizer": _digest(sorted(self.tokenizer.get_vocab().items())),
             "ar_config": _config_fingerprint(self.ar_model),
             "nat_config": _config_fingerprint(self.nar_model),
+            **({} if self.args.train_initial_ar else {"initial_ar": initial_ar_identity(self.ar_model)}),
         }
 
     def _load_state(self):
@@ -142,28 +153,42 @@ class EMTrainer:
         return phase in self.state["completed"]
 
     def _complete(self, phase: str, metrics: dict | None = None):
+        self._record(phase, metrics)
+        self.accelerator.wait_for_everyone()
+
+    def _record(self, phase: str, metrics: dict | None = None):
+        """Add `phase` to this process's record; the main process writes the record to disk (no collective)."""
         self.state["completed"].append(phase)
         if metrics:
             self.state["metrics"].setdefault(phase.split("/")[0], {}).update(metrics)
         if self.accelerator.is_main_process:
             os.makedirs(self.args.output_dir, exist_ok=True)
             write_json_atomic(os.path.join(self.args.output_dir, STATE_FILE), self.state, indent=1)  # tmp + rename
-        self.accelerator.wait_for_everyone()
 
     def _dir(self, round_index: int, *parts) -> str:
         return os.path.join(self.args.output_dir, f"round-{round_index}", *parts)
 
     # ----- the loop -----------------------------------------------------------------------------------------------
 
-    def train(self) -> dict:
-        """Run round 0 (AR_0 and the raw-data NAT) and `num_rounds` EM rounds; returns the metrics of every round."""
+    def train(self, push: bool = True) -> dict:
+        """Run round 0 (AR_0 and the raw-data NAT) and `num_rounds` EM rounds; returns the metrics of every round.
+
+        Args:
+            push: with `args.push_to_hub`, push each round once it is saved, try the failed pushes once more at the
+                end and raise `HubPushError` if any is still pending (every round is saved locally by then).
+                False leaves all pushes to `push()`, for a caller with local work to finish first
+                (examples/train_em.py writes its results, test scores and model card, then pushes).
+        """
         args = self.args
+        if self.state["completed"]:
+            done = self.state["completed"]
+            phase_logger.info(f"resuming {args.output_dir}: {len(done)} phases already complete (last: {done[-1]})")
         if args.report_to != "none":
             self.accelerator.init_trackers("em_nat", config=args.to_dict())
         ar = self.train_ar(0, self.train_targets)
         nat = self.train_nar(0, self.train_targets) if args.train_raw_nat else None
         self.evaluate(0, ar, nat, self.train_targets)
-        self.save_round(0)
+        self.save_round(0, push=push)
         selection = None
         for t in range(1, args.num_rounds + 1):
             candidates = self.generate_candidates(t, ar)
@@ -173,16 +198,13 @@ class EMTrainer:
             selection = self.select_targets(t, nat, candidates, nar_targets)
             ar = self.train_ar(t, selection)
             self.evaluate(t, ar, nat, nar_targets)
-            self.save_round(t)
+            self.save_round(t, push=push)
         if args.report_to != "none":
             self.accelerator.end_training()
-        for t in sorted(self.pending_pushes):  # one more try for pushes that failed during the run
-            self.push_round(t)
-        if self.pending_pushes:
-            raise HubPushError(
-                f"Training finished and every round is saved under {args.output_dir}, but rounds "
-                f"{sorted(self.pending_pushes)} could not be pushed. Last error: {list(self.pending_pushes.values())[-1]}"
-            )
+        if push and args.push_to_hub:
+            for t in sorted(self.pending_pushes):  # one more try for pushes that failed during the run
+                self.push_round(t)
+            self._raise_if_pending()
         return self.state["metrics"]
 
     def _phase_model(self, name, round_index):
@@ -197,12 +219,17 @@ class EMTrainer:
         folder = self._dir(round_index, name)
         model_class = type(self.initial_ar if name == "ar" else self.initial_nar)
         if self._done(phase):
+            logger.info(f"{phase}: complete, loaded from {folder}")
             return model_class.from_pretrained(folder)
+        started = time.perf_counter()
         final_ar = name == "ar" and round_index == self.args.num_rounds and not self.args.train_final_ar
         if name == "ar" and round_index == 0 and not self.args.train_initial_ar:
-            model, metrics = copy.deepcopy(self.initial_ar), {"ar/trained": False}
+            model = copy.deepcopy(self.initial_ar)
+            metrics = {"ar/trained": False, "em/initial_ar": initial_ar_identity(model)}
+            phase_logger.info("round 0: AR given, not trained (train_initial_ar false)")
         elif final_ar:
             model, metrics = model_class.from_pretrained(self._dir(round_index - 1, "ar")), {"ar/trained": False}
+            phase_logger.info(f"round {round_index}: AR of round {round_index - 1} kept (train_final_ar false)")
         else:
             trainer = PhaseTrainer(
                 self._phase_model(name, round_index),
@@ -215,7 +242,14 @@ class EMTrainer:
                 name,
             )
             model, metrics = trainer.train()
+            loss = metrics.get(f"{name}/eval_loss")
+            valid = f", valid loss {loss:.3f}" if isinstance(loss, float) and not math.isnan(loss) else ""
+            phase_logger.info(
+                f"round {round_index}: {'AR' if name == 'ar' else 'NAT'} trained {metrics[f'{name}/steps']} updates "
+                f"in {format_duration(time.perf_counter() - started)}{valid}"
+            )
         self._save_model(model, folder)
+        metrics[f"time/{name}_seconds"] = round(time.perf_counter() - started, 1)
         self._complete(phase, metrics)
         if metrics.get("ar/trained", True):
             trainer.clean_up()  # the phase's resume checkpoints are no longer needed
@@ -239,24 +273,23 @@ class EMTrainer:
         """C_t: the AR's top-N beam hypotheses for every training source (saved as a `datasets` folder)."""
         phase = f"round-{round_index}/candidates"
         folder = self._dir(round_index, "candidates")
+        started = time.perf_counter()
         if not self._done(phase):
             ids, scores = generate_candidates(
                 ar.to(self.accelerator.device),
+                self.tokenizer,
                 self.train_sources,
-                self.args.num_candidates,
-                self.args.candidate_beam_size,
+                self.args.candidate_settings(),
                 self.accelerator,
-                self.tokenizer.pad_token_id,
-                self.tokenizer.eos_token_id,
-                self.args.max_target_length,
-                self.args.generation_max_sentences,
-                self.args.generation_max_len_a,
-                self.args.generation_max_len_b,
             )
             if self.accelerator.is_main_process:
                 Dataset.from_dict({"candidate_ids": ids, "ar_scores": scores}).save_to_disk(folder)
             self.accelerator.wait_for_everyone()
-            self._complete(phase)
+            self._complete(phase, {"time/candidates_seconds": round(time.perf_counter() - started, 1)})
+            phase_logger.info(
+                f"round {round_index}: {self.args.num_candidates} AR candidates for each of {len(ids)} sources in "
+                f"{format_duration(time.perf_counter() - started)}"
+            )
         return load_from_disk(folder).to_dict()
 
     def select_targets(self, round_index: int, nat, candidates: dict, nar_targets) -> list[list[int]]:
@@ -264,6 +297,7 @@ class EMTrainer:
         phase = f"round-{round_index}/selection"
         folder = self._dir(round_index, "data")
         if not self._done(phase):
+            started = time.perf_counter()
             ids = candidates["candidate_ids"]
             scores = score_candidates(
                 nat.to(self.accelerator.device),
@@ -293,7 +327,12 @@ class EMTrainer:
                 Dataset.from_dict(table).save_to_disk(folder)
             self.accelerator.wait_for_everyone()
             changed = sum(1 for k in chosen if k != 0) / len(chosen)
-            self._complete(phase, {"em/selection_differs_from_1best": changed})
+            seconds = round(time.perf_counter() - started, 1)
+            self._complete(phase, {"em/selection_differs_from_1best": changed, "time/selection_seconds": seconds})
+            phase_logger.info(
+                f"round {round_index}: NAT selected its targets among the candidates in "
+                f"{format_duration(time.perf_counter() - started)}; {100 * changed:.1f}% differ from the AR 1-best"
+            )
         return list(load_from_disk(folder)["selected_ids"])  # a list: a datasets Column breaks batch_decode
 
     # ----- evaluation and saving ----------------------------------------------------------------------------------
@@ -305,6 +344,7 @@ class EMTrainer:
         if self._done(phase):
             return self.state["metrics"][f"round-{round_index}"]
         args, device = self.args, self.accelerator.device
+        started = time.perf_counter()
         metrics = {"em/round": round_index, "em/settings": args.run_fingerprint()}
         sources, references = self._eval_slice()
         pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
@@ -352,7 +392,12 @@ class EMTrainer:
                 metrics["eval/cm_valid"] = corpus_multimodality([row[0] for row in valid_scores])
         flat = {k: (v["score"] if isinstance(v, dict) and "score" in v else v) for k, v in metrics.items()}
         self.accelerator.log({k: v for k, v in flat.items() if isinstance(v, (int, float))}, step=round_index)
+        metrics["time/evaluate_seconds"] = round(time.perf_counter() - started, 1)
         self._complete(phase, metrics)
+        phase_logger.info(
+            f"round {round_index}: evaluated in {format_duration(time.perf_counter() - started)}: "
+            + _evaluation_summary(flat, args.eval_num_beams)
+        )
         return self.state["metrics"][f"round-{round_index}"]
 
     def _eval_slice(self):
@@ -363,8 +408,9 @@ class EMTrainer:
     def _eval_slice_targets(self):
         return self.eval_targets[: len(self._eval_slice()[0])]
 
-    def save_round(self, round_index: int):
-        """Write the round's metrics JSON (models and data are saved by their phases), then push when asked."""
+    def save_round(self, round_index: int, push: bool = True):
+        """Write the round's metrics JSON (models and data are saved by their phases), then push when asked
+        (`args.push_to_hub` and `push`)."""
         phase = f"round-{round_index}/saved"
         if not self._done(phase):
             metrics = self.state["metrics"].get(f"round-{round_index}", {})
@@ -374,34 +420,81 @@ class EMTrainer:
                     json.dump(metrics, handle, indent=1)
             self.accelerator.wait_for_everyone()
             self._complete(phase)
-        if self.args.push_to_hub:
+            logger.info(f"round {round_index}: saved under {self._dir(round_index)}")
+        if self.args.push_to_hub and push:
             self.push_round(round_index)
 
+    # ----- Hub pushes: after the local work, never instead of it ---------------------------------------------------
+
     def push_round(self, round_index: int) -> bool:
-        """Push the round to the Hub (main process). A push that still fails after its retries is logged and left
-        pending, training goes on, and `train()` reports every pending round at the end; local files stay."""
-        phase = f"round-{round_index}/pushed"
-        if self._done(phase):
+        """Push the round to the Hub, during `train()`: called on every process, the main one pushes. A push that
+        still fails after its retries is logged and left pending, training goes on, and `train()` reports every
+        pending round at the end; local files stay."""
+        if self._done(f"round-{round_index}/pushed"):
             return True
-        error = None
-        if self.accelerator.is_main_process:
-            try:
-                push_round(
-                    self._dir(round_index),
-                    round_index,
-                    self.args,
-                    self.state["metrics"].get(f"round-{round_index}", {}),
-                )
-            except HubPushError as failure:
-                error = str(failure)
-                logger.error(error)
+        error = self._push(round_index) if self.accelerator.is_main_process else None
         failed = gather_object([error]) if self.accelerator.num_processes > 1 else [error]
         if any(failed):
             self.pending_pushes[round_index] = next(e for e in failed if e)
             return False
         self.pending_pushes.pop(round_index, None)
-        self._complete(phase)
+        self._complete(f"round-{round_index}/pushed")
         return True
+
+    def push(self, test_result: dict | None = None, example: str | None = None) -> None:
+        """Push every saved round that the Hub does not have yet (`round-<t>/pushed` not recorded), oldest first, each
+        with its retries; then raise `HubPushError` naming the rounds still pending. A re-run therefore pushes only
+        what an earlier run could not.
+
+        Only the main process pushes, with no collective operation: call it once the run's local work is done, on
+        every process or on the main one only (the others return at once).
+
+        Args:
+            test_result: the run's test-set evaluation (examples/evaluate_em.py `evaluate_run`), shown in the NAT
+                model cards.
+            example: the source sentence of the model cards' usage snippet.
+        """
+        if self.accelerator.is_main_process:
+            saved = sorted(
+                int(p.split("/")[0][len("round-") :]) for p in self.state["completed"] if p.endswith("/saved")
+            )
+            for t in saved:
+                if self._done(f"round-{t}/pushed"):
+                    continue
+                error = self._push(t, test_result, example)
+                if error:
+                    self.pending_pushes[t] = error
+                else:
+                    self.pending_pushes.pop(t, None)
+                    self._record(f"round-{t}/pushed")
+        self._raise_if_pending()
+
+    def _push(self, round_index: int, test_result=None, example=None) -> str | None:
+        """Push one round (main process); returns the error message of a push that failed after its retries."""
+        try:
+            pushed = push_round(
+                self._dir(round_index),
+                round_index,
+                self.args,
+                self.state["metrics"].get(f"round-{round_index}", {}),
+                test_result=test_result,
+                example=example,
+            )
+        except HubPushError as failure:
+            logger.error(str(failure))
+            return str(failure)
+        repos = [self.args.hub_model_id] + ([self.args.hub_ar_model_id] if "ar" in pushed else [])
+        phase_logger.info(f"round {round_index}: pushed to {', '.join(repos)} (branch round-{round_index})")
+        return None
+
+    def _raise_if_pending(self):
+        if self.pending_pushes:
+            rounds = sorted(self.pending_pushes)
+            raise HubPushError(
+                f"Every local output is written under {self.args.output_dir}, but rounds {rounds} could not be "
+                f"pushed. Run the same command again to push only these rounds (nothing is trained again). Last "
+                f"error: {self.pending_pushes[rounds[-1]]}"
+            )
 
 
 def make_accelerator(args: EMTrainingArguments) -> Accelerator:
@@ -445,6 +538,7 @@ RUN_OUTPUTS = (
     "test_results.md",
     "test_results.json",
     "logs",
+    LOG_FILE,
 )
 
 
@@ -469,6 +563,16 @@ def _digest(value) -> str:
     return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
+def initial_ar_identity(model) -> dict:
+    """Which AR_0 a run started from: where it was loaded from and a SHA-256 of its weights (all parameters and
+    buffers, in name order), so two runs can be told to share a teacher or not."""
+    hasher = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        hasher.update(name.encode())
+        hasher.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return {"name_or_path": getattr(model, "name_or_path", "") or "", "weights_sha256": hasher.hexdigest()[:16]}
+
+
 # config entries that name or locate a model rather than shape it
 _CONFIG_BOOKKEEPING = {"transformers_version", "architectures", "auto_map", "custom_pipelines", "dtype", "torch_dtype"}
 
@@ -484,6 +588,18 @@ def _config_fingerprint(model) -> dict:
 def _short(value, limit: int = 120) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _evaluation_summary(flat: dict, num_beams: int) -> str:
+    """One line of a round's validation results: BLEU of the AR and the NAT, CM of the NAT's training targets."""
+    parts = []
+    if "eval/bleu_ar_beam" in flat:
+        parts.append(f"BLEU AR beam {num_beams} {flat['eval/bleu_ar_beam']:.2f}")
+    if "eval/bleu_nar_odd" in flat:
+        parts.append(f"NAT ODD {flat['eval/bleu_nar_odd']:.2f}, argmax {flat['eval/bleu_nar_argmax']:.2f}")
+    if "em/cm" in flat:
+        parts.append(f"CM of the NAT targets {flat['em/cm']:.3f}")
+    return "; ".join(parts) or "no validation data"
 
 
 def _references(dataset, args) -> list:

@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from em_nat.trainers.glancing import glancing_ratio_at
-from tqdm.auto import tqdm
 
 from em_nat.checkpoints import average_checkpoints, save_state_dict
+from em_nat.logging_setup import get_phase_logger, progress_bar
 from em_nat.models import keep_pad_embedding_zero
 
 logger = get_logger(__name__)
+phase_logger = get_phase_logger()  # one console line per event of a phase (em_nat/logging_setup.py)
 
 STATE_FILE = "phase_state.json"
 # A phase's committed checkpoint folder; a new one is written whole as checkpoint.new, swapped in by renames (the
@@ -342,7 +343,7 @@ class PhaseTrainer:
             ) from error
         state.pop("files", None)
         self.scheduler.load_state_dict(state.pop("scheduler"))
-        logger.info(f"{self.name}: resuming at update {state['step']} from {final}")
+        phase_logger.info(f"{self.name}: resuming at update {state['step']} of {self.total_steps} from {final}")
         return state
 
     def _tidy_up(self, chosen):
@@ -392,7 +393,7 @@ class PhaseTrainer:
         self._prepare()
         state = self._load_checkpoint()
         self.model.train()
-        progress = tqdm(
+        progress = progress_bar(  # throttled when stderr is not a terminal
             total=self.total_steps,
             initial=state["step"],
             desc=f"train {self.name}",
@@ -405,10 +406,10 @@ class PhaseTrainer:
                 raise ValueError(f"{self.name}: fewer batches than processes; use more data or fewer processes.")
             for indices in batches[state["position"] :]:
                 state["position"] += 1
-                if self._micro_step(indices, state, running) and state["step"] >= self.total_steps:
+                stepped = self._micro_step(indices, state, running)
+                progress.update(state["step"] - progress.n)  # update(), unlike refresh(), keeps the throttle
+                if stepped and state["step"] >= self.total_steps:
                     break
-                progress.n = state["step"]
-                progress.refresh()
             else:
                 state["epoch"], state["position"] = state["epoch"] + 1, 0
         progress.close()

@@ -32,7 +32,10 @@ FORMATS = ("text", "tsv", "jsonl")
 SPLITS = ("train", "validation", "test")
 MAX_LISTED = 5  # line numbers quoted in one error message
 SCAN_BATCH_SIZE = 10_000  # rows per batch when checking a `datasets` split for empty sentences
-EMPTY_FIX = "Fix: clean the data (remove or complete those pairs), or pass drop_empty=True to drop such pairs."
+EMPTY_FIX = (
+    "Fix: clean the data (remove or complete those pairs), or pass drop_empty=True to drop such pairs "
+    "(examples/train_em.py: --drop_empty)."
+)
 
 
 class DataError(ValueError):

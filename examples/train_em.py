@@ -92,6 +92,9 @@ class ScriptArguments:
     data_format: str | None = field(default=None, metadata={"help": "Force 'text', 'tsv' or 'jsonl'."})
     dataset_name: str | None = field(default=None, metadata={"help": "A datasets name or saved folder."})
     dataset_config: str | None = field(default=None, metadata={"help": "Config of --dataset_name."})
+    drop_empty: bool = field(
+        default=False, metadata={"help": "Drop pairs with an empty side (counted in the log) instead of stopping."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N pairs of each split."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Score only the first N test pairs."})
     synthetic_num_train: int = field(default=12000, metadata={"help": "Training pairs of the synthetic task."})
@@ -253,6 +256,7 @@ def load_data(script, em, synthetic):
         dataset_config=script.dataset_config,
         format=script.data_format,
         max_samples=script.max_train_samples,
+        drop_empty=script.drop_empty,
     )
 
 

@@ -90,3 +90,32 @@ def test_a_bad_option_stops_the_real_command_before_any_work(tmp_path):
     result = run_script("--max_tokens", "0", "--output_dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "max_tokens must be >= 1, got 0" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_blank_training_line_names_the_command_line_fix_and_drop_empty_drops_it(tmp_path):
+    """A blank pair stops the run with a message naming --drop_empty; with --drop_empty the other pairs load."""
+    from em_nat.data import DataError
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import train_em
+
+    train = tmp_path / "train.tsv"
+    train.write_text("a house\tein Haus\n\t\na cat\teine Katze\n")
+    options = [
+        "--train",
+        str(train),
+        "--source_lang",
+        "en",
+        "--target_lang",
+        "de",
+        "--output_dir",
+        str(tmp_path / "r"),
+    ]
+    script, em, synthetic = train_em.parse_args(options)
+    with pytest.raises(DataError, match="--drop_empty"):
+        train_em.load_data(script, em, synthetic)
+    script, em, synthetic = train_em.parse_args([*options, "--drop_empty"])
+    assert [p["de"] for p in train_em.load_data(script, em, synthetic)["train"]["translation"]] == [
+        "ein Haus",
+        "eine Katze",
+    ]

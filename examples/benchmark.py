@@ -61,6 +61,8 @@ SETTINGS_LEGEND = (
 
 
 def parse_args(argv=None):
+    from em_nat.cli import bounded, bounded_list
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ar", help="Folder of the AR (AutoModelForSeq2SeqLM) with its tokenizer.")
     parser.add_argument("--nat", help="Folder of the NAT with its tokenizer.")
@@ -73,32 +75,40 @@ def parse_args(argv=None):
     )
     parser.add_argument("--random-weights", action="store_true", help="Random models at the target sizes.")
     parser.add_argument("--demo", action="store_true", help="Train tiny models on the embedded task first.")
-    parser.add_argument("--batch-sizes", default="1,64", help="Comma-separated batch sizes.")
-    parser.add_argument("--max-sentences", type=int, default=256, help="Sentences timed per batch size > 1.")
-    parser.add_argument("--batch1-sentences", type=int, default=40, help="Sentences timed at batch 1.")
-    parser.add_argument("--repeats", type=int, default=3, help="Timed passes over the sentences (median kept).")
-    parser.add_argument("--warmup", type=int, default=2, help="Untimed batches before timing.")
+    parser.add_argument(
+        "--batch-sizes", type=bounded_list(int, 1), default="1,64", help="Comma-separated batch sizes."
+    )
+    parser.add_argument(
+        "--max-sentences", type=bounded(int, 1), default=256, help="Sentences timed per batch size > 1."
+    )
+    parser.add_argument("--batch1-sentences", type=bounded(int, 1), default=40, help="Sentences timed at batch 1.")
+    parser.add_argument(
+        "--repeats", type=bounded(int, 1), default=3, help="Timed passes over the sentences (median kept)."
+    )
+    parser.add_argument("--warmup", type=bounded(int, 0), default=2, help="Untimed batches before timing.")
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated subset of methods.")
-    parser.add_argument("--rescore-alpha", type=float, default=0.6, help="GNMT alpha of AR rescoring.")
+    parser.add_argument("--rescore-alpha", type=bounded(float, 0.0), default=0.6, help="GNMT alpha of AR rescoring.")
     parser.add_argument(
         "--threads",
+        type=bounded_list(int, 0),
         default="1,2",
         help="Comma-separated intra-op thread counts swept for every runtime (0 = torch's default, CT2's 0 = auto).",
     )
     parser.add_argument(
         "--inter-threads",
+        type=bounded_list(int, 1),
         default="1,2",
         help="CT2 inter_threads swept at batch > 1 (combinations above the core count are skipped).",
     )
     parser.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda when available).")
     parser.add_argument("--work-dir", default=None, help="Keep converted models and worker files here.")
     # sizes of --random-weights
-    parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=3, help="Encoder and decoder layers each.")
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--source-len", type=int, default=18, help="Source tokens, EOS included.")
-    parser.add_argument("--output-len", type=int, default=20, help="Output tokens before EOS.")
+    parser.add_argument("--vocab-size", type=bounded(int, 10), default=8000)
+    parser.add_argument("--d-model", type=bounded(int, 1), default=256)
+    parser.add_argument("--layers", type=bounded(int, 1), default=3, help="Encoder and decoder layers each.")
+    parser.add_argument("--heads", type=bounded(int, 1), default=4)
+    parser.add_argument("--source-len", type=bounded(int, 2), default=18, help="Source tokens, EOS included.")
+    parser.add_argument("--output-len", type=bounded(int, 1), default=20, help="Output tokens before EOS.")
     parser.add_argument("--output_json", default="benchmark.json")
     parser.add_argument("--output_md", default="benchmark.md")
     parser.add_argument("--output_png", default="benchmark.png", help="BLEU against latency (only with BLEU).")
@@ -377,10 +387,6 @@ def run_worker(spec_path):
 # the sweep (main process)
 
 
-def int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def runtime_of(method: str) -> str:
     if method.startswith("ct2_int8"):
         return "ct2-int8"
@@ -502,7 +508,7 @@ def prepare(args, work_dir):
             heads=args.heads,
             source_len=args.source_len,
             output_len=args.output_len,
-            sentences=max(args.max_sentences, args.batch1_sentences, *int_list(args.batch_sizes)),
+            sentences=max(args.max_sentences, args.batch1_sentences, *args.batch_sizes),
         )
         tokenizer = random_tokenizer(args.vocab_size)
         ar_dir, nat_dir = os.path.join(work_dir, "ar"), os.path.join(work_dir, "nat")
@@ -566,7 +572,7 @@ def run(args):
         except ImportError:
             print('ctranslate2 is not installed (pip install "em-nat[ct2]"): CT2 rows left out.', flush=True)
             methods = [m for m in methods if m not in CT2_METHODS]
-    batch_sizes = int_list(args.batch_sizes)
+    batch_sizes = args.batch_sizes
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="em-nat-benchmark-")
     os.makedirs(work_dir, exist_ok=True)
@@ -585,7 +591,7 @@ def run(args):
             tokens=[tokenizer.convert_ids_to_tokens(row) for row in prepared["ids"]],
             ct2_dirs=convert_ct2(prepared["ar_dir"], work_dir, runtimes),
         )
-        jobs = plan_jobs(methods, batch_sizes, int_list(args.threads), int_list(args.inter_threads), cores)
+        jobs = plan_jobs(methods, batch_sizes, args.threads, args.inter_threads, cores)
         measurements = run_jobs(jobs, common, work_dir)
     finally:
         if args.work_dir is None:

@@ -25,6 +25,7 @@ from em_nat.trainers.candidates import length_cap
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import em_nat
+from em_nat.cli import bounded
 from em_nat.metrics import corpus_bleu, repeated_token_rate, structural_ids
 
 NAT_DECODINGS = {"nat_argmax": "argmax", "nat_odd": "ODD", "nat_lb9_odd_rescore": "LB 9 + ODD + AR rescoring"}
@@ -310,10 +311,12 @@ def main(argv=None):
     parser.add_argument("--run_dir", required=True, help="Output folder of examples/train_em.py.")
     parser.add_argument("--source", required=True, help="Test sources, one per line.")
     parser.add_argument("--reference", required=True, help="Test references, one per line.")
-    parser.add_argument("--batch1_sentences", type=int, default=100, help="Sentences timed at batch 1.")
-    parser.add_argument("--batch_size", type=int, default=128, help="The large batch size.")
-    parser.add_argument("--rescore_alpha", type=float, default=0.6, help="GNMT alpha (paper: 0.6 En-De).")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default).")
+    parser.add_argument("--batch1_sentences", type=bounded(int, 0), default=100, help="Sentences timed at batch 1.")
+    parser.add_argument("--batch_size", type=bounded(int, 1), default=128, help="The large batch size.")
+    parser.add_argument(
+        "--rescore_alpha", type=bounded(float, 0.0), default=0.6, help="GNMT alpha (paper: 0.6 En-De)."
+    )
+    parser.add_argument("--threads", type=bounded(int, 0), default=0, help="torch threads (0 = torch default).")
     parser.add_argument(
         "--drop_empty",
         action="store_true",

@@ -119,3 +119,26 @@ def test_blank_training_line_names_the_command_line_fix_and_drop_empty_drops_it(
         "ein Haus",
         "eine Katze",
     ]
+
+
+@pytest.mark.parametrize(
+    "script, option, value, message",
+    [
+        ("evaluate_em", "--batch_size", "0", "argument --batch_size: must be >= 1, got 0"),
+        ("evaluate_em", "--threads", "-1", "argument --threads: must be >= 0, got -1"),
+        ("evaluate_em", "--rescore_alpha", "x", "argument --rescore_alpha: must be a number, got 'x'"),
+        ("benchmark", "--repeats", "0", "argument --repeats: must be >= 1, got 0"),
+        ("benchmark", "--batch-sizes", "1,0", "argument --batch-sizes: must be >= 1, got 0"),
+        ("benchmark", "--threads", ",", "argument --threads: needs at least one value, got ','"),
+        ("benchmark", "--d-model", "1.5", "argument --d-model: must be an integer, got '1.5'"),
+    ],
+)
+def test_numeric_options_of_the_other_scripts_are_checked_at_parsing(script, option, value, message, capsys):
+    """evaluate_em.py and benchmark.py: a number out of range stops argparse (exit 2) naming option, value, range."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    module = __import__(script)
+    required = ["--run_dir", "r", "--source", "s", "--reference", "t"] if script == "evaluate_em" else []
+    parse = module.main if script == "evaluate_em" else module.parse_args
+    with pytest.raises(SystemExit) as exit_info:
+        parse([*required, option, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

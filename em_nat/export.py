@@ -293,6 +293,51 @@ def ct2_translate(translator, tokenizer, sentences: list[str], beam_size: int = 
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
+class CT2Rescorer:
+    """A CTranslate2 AR as the rescorer of the NAT's length beam: `nat.generate(..., length_beam=9,
+    rescorer=CT2Rescorer.from_pretrained(CT2_DIR, tokenizer))`. Each candidate is scored in one teacher-forced pass
+    (`Translator.score_batch`) and divided by the GNMT length penalty, as `ar_rescore` does with a PyTorch AR.
+
+    Args:
+        translator: a `ctranslate2.Translator` of the AR (`convert_to_ct2`, `load_ct2_translator`).
+        tokenizer: the tokenizer the NAT and the AR share (ids are passed to CTranslate2 as token strings).
+    """
+
+    def __init__(self, translator, tokenizer):
+        self.translator, self.tokenizer = translator, tokenizer
+        self.vocab_size = len(tokenizer)
+        self.pad_token_id, self.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike, tokenizer, **translator_options) -> "CT2Rescorer":
+        """`model_dir`: a converted folder; `tokenizer`: a tokenizer or its folder; `translator_options` go to
+        [`load_ct2_translator`] (`compute_type`, `intra_threads`, `device`...)."""
+        if isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        return cls(load_ct2_translator(model_dir, **translator_options), tokenizer)
+
+    def rescore(self, input_ids, attention_mask, candidates, alpha: float = 0.6) -> torch.Tensor:
+        """(batch, m) summed log-probabilities of `candidates` (batch, m, tgt_len; EOS-terminated, PAD-padded)
+        given the sources, over their tokens up to EOS included, divided by the GNMT length penalty."""
+        from .modeling.decoding import gnmt_length_penalty
+
+        batch, m, _ = candidates.shape
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.pad_token_id)
+        sources = [
+            self.tokenizer.convert_ids_to_tokens(row[mask.bool()].tolist())
+            for row, mask in zip(input_ids.cpu(), attention_mask.cpu())
+        ]
+        targets = []
+        for row in candidates.reshape(batch * m, -1).tolist():
+            content = row[: row.index(self.eos_token_id)] if self.eos_token_id in row else row
+            targets.append(self.tokenizer.convert_ids_to_tokens([t for t in content if t != self.pad_token_id]))
+        results = self.translator.score_batch([s for s in sources for _ in range(m)], targets)
+        log_probs = torch.tensor([sum(r.log_probs) for r in results], dtype=torch.float64).view(batch, m)
+        lengths = torch.tensor([len(r.log_probs) for r in results]).view(batch, m)  # tokens + EOS
+        return (log_probs / gnmt_length_penalty(lengths, alpha)).float()
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m em_nat.export", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)

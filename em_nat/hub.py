@@ -184,6 +184,7 @@ NAT_DECODING_KNOBS = {
     "odd": "ODD, optimal de-duplicated decoding (False: argmax at every position)",
     "odd_top_k": "tokens per position that ODD chooses among",
     "rescore_alpha": "GNMT length-penalty alpha of AR rescoring (used with `rescorer=<AR>` and `length_beam > 1`)",
+    "rescore_top_k": "length candidates passed to the rescorer, the best by the NAT's own score (None: all)",
 }
 AR_DECODING_KNOBS = {
     "num_beams": "beams of `generate()` (1: greedy search)",

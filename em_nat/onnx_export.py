@@ -49,7 +49,16 @@ GRAPHS = {
 # the first `odd_top_k` of them, which are the top `odd_top_k` (TopK is sorted).
 DEFAULT_TOP_K = 8
 # the keyword knobs of NATForConditionalGeneration.generate() that OnnxNAT.generate() passes through the same way
-NAT_KNOBS = ("length_beam", "odd", "odd_top_k", "rescore_alpha", "max_length", "max_new_tokens", "min_length")
+NAT_KNOBS = (
+    "length_beam",
+    "odd",
+    "odd_top_k",
+    "rescore_alpha",
+    "rescore_top_k",
+    "max_length",
+    "max_new_tokens",
+    "min_length",
+)
 INSTALL_HINT = 'ONNX export needs onnx, onnxruntime and onnxscript: pip install "em-nat[onnx]"'
 
 
@@ -508,7 +517,7 @@ class OnnxNAT:
             scores = scores + length_log_probs.repeat_interleave(beam, dim=0).gather(-1, lengths[:, None])[:, 0]
         if beam > 1:
             sequences, scores, lengths = nat._pick_candidates(
-                input_ids, attention_mask, sequences, scores, lengths, beam, None, config.rescore_alpha
+                input_ids, attention_mask, sequences, scores, lengths, beam, None, config
             )
         return self._output(sequences, scores, lengths, return_dict_in_generate, device)
 

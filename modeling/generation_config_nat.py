@@ -45,19 +45,30 @@ class NATGenerationConfig(GenerationConfig):
         rescore_alpha (`float`, *optional*, defaults to 0.6):
             Exponent of the GNMT length penalty ((5 + L) / 6) ** alpha that divides the rescorer's log-probabilities
             (paper: 0.6 on En-De), at least 0.
+        rescore_top_k (`int`, *optional*):
+            Length candidates passed to the rescorer: the `rescore_top_k` best of the `length_beam` by the NAT's own
+            score (length and token log-probabilities); None: all of them. Pruning saves rescoring time, which grows
+            with the number of candidates.
 
     The knobs of autoregressive search (`num_beams`, `do_sample`, `temperature`...) are kept, as in any generation
     config, but have no NAT meaning: `generate()` ignores them, with a warning when they are set.
     """
 
     def __init__(
-        self, length_beam: int = 1, odd: bool = True, odd_top_k: int = 3, rescore_alpha: float = 0.6, **kwargs
+        self,
+        length_beam: int = 1,
+        odd: bool = True,
+        odd_top_k: int = 3,
+        rescore_alpha: float = 0.6,
+        rescore_top_k: int | None = None,
+        **kwargs,
     ):
         # set before GenerationConfig.__init__, which ends by calling validate()
         self.length_beam = length_beam
         self.odd = odd
         self.odd_top_k = odd_top_k
         self.rescore_alpha = rescore_alpha
+        self.rescore_top_k = rescore_top_k
         super().__init__(**kwargs)
 
     @classmethod
@@ -89,6 +100,7 @@ class NATGenerationConfig(GenerationConfig):
             ("min_length", 0, True),
             ("max_length", 1, True),
             ("max_new_tokens", 1, True),
+            ("rescore_top_k", 1, True),
         ):
             value = getattr(self, name)
             if not (optional and value is None or _is_int_at_least(value, minimum)):

@@ -688,8 +688,9 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         length_beam: int | None = None,
         odd: bool | None = None,
         odd_top_k: int | None = None,
-        rescorer: PreTrainedModel | None = None,
+        rescorer=None,
         rescore_alpha: float | None = None,
+        rescore_top_k: int | None = None,
         max_length: int | None = None,
         max_new_tokens: int | None = None,
         min_length: int | None = None,
@@ -710,10 +711,13 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
             length_beam (`int`, *optional*): number of target lengths decoded around the predicted one.
             odd (`bool`, *optional*): ODD (de-duplicated Viterbi over the top `odd_top_k` tokens) or argmax.
             odd_top_k (`int`, *optional*): tokens per position that ODD chooses among.
-            rescorer (`PreTrainedModel`, *optional*): an `AutoModelForSeq2SeqLM` sharing the tokenizer; with
-                `length_beam > 1` it scores every candidate in one teacher-forced pass and the best is kept.
-                Without it, candidates are ranked by the NAT's own log-probability.
+            rescorer (*optional*): an `AutoModelForSeq2SeqLM` sharing the tokenizer, or any object with
+                `vocab_size`, `pad_token_id`, `eos_token_id` and `rescore(input_ids, attention_mask, candidates,
+                alpha) -> (batch, m) scores` (such as `em_nat.export.CT2Rescorer`, a CTranslate2 AR); with
+                `length_beam > 1` it scores the candidates and the best is kept. Without it, candidates are ranked
+                by the NAT's own log-probability.
             rescore_alpha (`float`, *optional*): GNMT length-penalty exponent of AR rescoring.
+            rescore_top_k (`int`, *optional*): rescore only this many candidates, the best by the NAT's score.
             max_length / max_new_tokens (`int`, *optional*): cap on the output length, EOS included.
             min_length (`int`, *optional*): shortest output, EOS included.
             return_dict_in_generate (`bool`, *optional*, defaults to `False`): return a [`NATGenerateOutput`].
@@ -736,6 +740,7 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
             odd=odd,
             odd_top_k=odd_top_k,
             rescore_alpha=rescore_alpha,
+            rescore_top_k=rescore_top_k,
             max_length=max_length,
             max_new_tokens=max_new_tokens,
             min_length=min_length,
@@ -771,14 +776,15 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
         embeds = self.model.decoder_inputs(lengths, max_len, input_ids_rep, attention_mask_rep)
         target_mask = _padding_mask(lengths, max_len)
         states = self.model.decode(embeds, target_mask, encoder_states, memory_mask)
-        need_scores = return_dict_in_generate or (beam > 1 and rescorer is None)
+        prune = config.rescore_top_k is not None and config.rescore_top_k < beam
+        need_scores = return_dict_in_generate or (beam > 1 and (rescorer is None or prune))
         tokens, scores = self._fill_positions(states, lengths, config.odd_top_k if config.odd else 1, need_scores)
         sequences = self._finish(tokens, lengths, target_mask)  # (batch * beam, max_len)
         if need_scores:
             scores = scores + length_log_probs.repeat_interleave(beam, dim=0).gather(-1, lengths[:, None])[:, 0]
         if beam > 1:
             sequences, scores, lengths = self._pick_candidates(
-                input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, config.rescore_alpha
+                input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, config
             )
         if return_dict_in_generate:
             return NATGenerateOutput(sequences=sequences, sequences_scores=scores, lengths=lengths)
@@ -834,12 +840,20 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
     def _check_rescorer(self, rescorer) -> None:
         """The rescorer must read the NAT's token ids: one embedding per token of the same tokenizer (the rule
         `EMTrainer` applies to the pair) and the same PAD and EOS ids. Otherwise it would rank other words."""
+        if isinstance(rescorer, PreTrainedModel):
+            embeddings, special = rescorer.get_input_embeddings().num_embeddings, rescorer.config
+        elif callable(getattr(rescorer, "rescore", None)):
+            embeddings, special = rescorer.vocab_size, rescorer
+        else:
+            raise TypeError(
+                f"generate(rescorer=...) takes an AutoModelForSeq2SeqLM or an object with a rescore() method (such as "
+                f"em_nat.export.CT2Rescorer), got {type(rescorer).__name__}."
+            )
         problems = []
-        embeddings = rescorer.get_input_embeddings().num_embeddings
         if embeddings != self.config.vocab_size:
             problems.append(f"it has {embeddings} token embeddings, the NAT {self.config.vocab_size}")
         for name in ("pad_token_id", "eos_token_id"):
-            theirs, ours = getattr(rescorer.config, name, None), getattr(self.config, name)
+            theirs, ours = getattr(special, name, None), getattr(self.config, name)
             if theirs is not None and theirs != ours:
                 problems.append(f"its {name} is {theirs}, the NAT's {ours}")
         if problems:
@@ -849,32 +863,47 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
                 "em_nat.build_ar_model(tokenizer, nat.config)."
             )
 
-    def _pick_candidates(self, input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, rescore_alpha):
-        """Keep one of the `beam` length candidates per source: AR rescoring (GNMT length penalty with exponent
-        `rescore_alpha`) when a rescorer is given, else the NAT's own score."""
+    def _pick_candidates(self, input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, config):
+        """Keep one of the `beam` length candidates per source: the rescorer's best (GNMT length penalty with
+        exponent `config.rescore_alpha`) among the `config.rescore_top_k` best by the NAT's score (all when None)
+        when a rescorer is given, else the NAT's own best. Returns the chosen ids, their scores (the rescorer's, or
+        the NAT's) and lengths."""
         batch = input_ids.shape[0]
         candidates = sequences.view(batch, beam, -1)  # (batch, beam, max_len)
         cand_lengths = lengths.view(batch, beam)
+        rows = torch.arange(batch, device=candidates.device)
         if rescorer is not None:
-            _, scores = ar_rescore(
-                rescorer,
-                input_ids,
-                attention_mask,
-                candidates,
-                pad_token_id=self.config.pad_token_id,
-                eos_token_id=self.config.eos_token_id,
-                decoder_start_token_id=_decoder_start(rescorer),
-                alpha=float(rescore_alpha),
-            )
-            best = scores.argmax(-1)
+            kept = torch.arange(beam, device=candidates.device).expand(batch, beam)  # (batch, k): candidate indices
+            if config.rescore_top_k is not None and config.rescore_top_k < beam:
+                kept = scores.view(batch, beam).topk(config.rescore_top_k, dim=-1).indices
+            rescored = self._rescore(rescorer, input_ids, attention_mask, candidates[rows[:, None], kept], config)
+            best_kept = rescored.argmax(-1)
+            best, chosen_scores = kept[rows, best_kept], rescored[rows, best_kept]
         else:
             scores = scores.view(batch, beam)
             best = select_best(scores)
-        rows = torch.arange(batch, device=best.device)
+            chosen_scores = scores[rows, best]
         chosen = candidates[rows, best]
         chosen_lengths = cand_lengths[rows, best]
         chosen = chosen[:, : int(chosen_lengths.max())]
-        return chosen, scores[rows, best], chosen_lengths
+        return chosen, chosen_scores, chosen_lengths
+
+    def _rescore(self, rescorer, input_ids, attention_mask, candidates, config) -> torch.Tensor:
+        """(batch, k) length-normalised rescorer scores of `candidates` (batch, k, max_len)."""
+        alpha = float(config.rescore_alpha)
+        if not isinstance(rescorer, PreTrainedModel):
+            return rescorer.rescore(input_ids, attention_mask, candidates, alpha=alpha).to(candidates.device)
+        _, normalised = ar_rescore(
+            rescorer,
+            input_ids,
+            attention_mask,
+            candidates,
+            pad_token_id=self.config.pad_token_id,
+            eos_token_id=self.config.eos_token_id,
+            decoder_start_token_id=_decoder_start(rescorer),
+            alpha=alpha,
+        )
+        return normalised
 
 
 def _decoder_start(model) -> int:

@@ -300,3 +300,45 @@ def test_ctranslate2_candidates_stop_at_the_length_cap_like_generate(tokenizer, 
     lengths = lambda rows: [len(c) for cands in rows for c in cands]  # noqa: E731
     assert lengths(ct2) == lengths(hf)
     assert all(c[-1] == tokenizer.eos_token_id for cands in ct2 for c in cands)
+
+
+# ----- CTranslate2 as the rescorer of the NAT's length beam ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["kept", "old"])
+def test_ct2_rescorer_scores_like_the_pytorch_ar_and_generate_keeps_the_same_candidate(
+    trained_dirs, pairs, layout, tmp_path
+):
+    """float32 CT2 `score_batch` + GNMT penalty = `ar_rescore` on the same AR; generate(rescorer=...) picks alike."""
+    from em_nat.modeling.decoding import ar_rescore
+
+    import em_nat
+    from em_nat.export import CT2Rescorer
+
+    ar, tokenizer = load(trained_dirs[layout])
+    convert_to_ct2(trained_dirs[layout], tmp_path / "ct2")
+    rescorer = CT2Rescorer.from_pretrained(tmp_path / "ct2", tokenizer, compute_type="float32")
+    torch.manual_seed(0)
+    nat = em_nat.build_nat_model(tokenizer, **{**TINY_SIZES, "max_position_embeddings": 48}).eval()
+    batch = tokenizer(sentences(pairs)[:4], return_tensors="pt", padding=True)
+    pad = tokenizer.pad_token_id
+    rows = [nat.generate(**batch, min_length=n, max_length=n) for n in (3, 5, 7)]
+    # (batch, 3, 7): EOS-terminated, PAD-padded candidates of three lengths
+    candidates = torch.stack([torch.nn.functional.pad(r, (0, 7 - r.shape[1]), value=pad) for r in rows], dim=1)
+    start = ar.config.decoder_start_token_id
+    _, expected = ar_rescore(
+        ar,
+        batch["input_ids"],
+        batch["attention_mask"],
+        candidates,
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        start,
+        alpha=0.6,
+    )
+    got = rescorer.rescore(batch["input_ids"], batch["attention_mask"], candidates, alpha=0.6)
+    assert got == pytest.approx(expected, rel=1e-3)  # float32 sums of up to 7 log-probabilities of -2 to -8
+    hf = nat.generate(**batch, length_beam=5, rescorer=ar, return_dict_in_generate=True)
+    ct2 = nat.generate(**batch, length_beam=5, rescorer=rescorer, return_dict_in_generate=True)
+    assert ct2.sequences.tolist() == hf.sequences.tolist()
+    assert ct2.sequences_scores == pytest.approx(hf.sequences_scores, rel=1e-3)

@@ -289,7 +289,10 @@ class NATPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """`PreTrainedModel.from_pretrained`, with a damaged weights file named: a truncated or corrupt
         `model.safetensors` is an `OSError` naming the file (or the Hub repository) and the fix, where safetensors
-        alone raises a `SafetensorError` that names neither."""
+        alone raises a `SafetensorError` that names neither. A local folder that holds another kind of model (an AR)
+        is refused, naming what it holds, instead of loading as a NAT with fresh random weights."""
+        if kwargs.get("config") is None:
+            _refuse_other_model_type(pretrained_model_name_or_path)
         return load_with_weights_check(super().from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -904,6 +907,23 @@ class NATForConditionalGeneration(NATPreTrainedModel, GenerationMixin):
             alpha=alpha,
         )
         return normalised
+
+
+def _refuse_other_model_type(path) -> None:
+    """Raise a `ValueError` when the local folder `path` has a `config.json` of another `model_type` than the NAT's."""
+    config_file = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(config_file):
+        return  # a Hub id, or no config: from_pretrained reports it
+    with open(config_file) as handle:
+        saved = json.load(handle)
+    kind = saved.get("model_type")
+    if kind is not None and kind != NATConfig.model_type:
+        architectures = ", ".join(saved.get("architectures") or []) or "no architectures listed"
+        raise ValueError(
+            f"{path} holds a {kind!r} model ({architectures}), not an em-nat NAT (model_type "
+            f"{NATConfig.model_type!r}). Load it with its own class, e.g. AutoModelForSeq2SeqLM.from_pretrained(...); "
+            "a run's NAT is in round-<t>/nar, its AR in round-<t>/ar."
+        )
 
 
 def _decoder_start(model) -> int:

@@ -248,3 +248,13 @@ def test_ids_beyond_the_vocabulary_are_a_clear_error(nat):
         nat.generate(input_ids=bad)
     with pytest.raises(ValueError, match="encode with the tokenizer saved with the model"):
         nat(input_ids=torch.tensor([[-1, 5]]))
+
+
+def test_loading_an_ar_folder_as_a_nat_is_refused(tokenizer, tmp_path):
+    """An AR folder given to the NAT class is refused, naming what it holds, not loaded with random NAT weights."""
+    from conftest import tiny_models
+
+    ar, _ = tiny_models(tokenizer)
+    ar.save_pretrained(tmp_path / "ar")
+    with pytest.raises(ValueError, match=r"holds a 'marian' model \(MarianMTModel\), not an em-nat NAT"):
+        em_nat.NATForConditionalGeneration.from_pretrained(tmp_path / "ar")

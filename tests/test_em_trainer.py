@@ -311,3 +311,15 @@ def test_overwrite_starts_truly_fresh(finished_run, tokenizer, pairs):
     assert not (finished_run / "results.md").exists()
     assert (finished_run / "notes.txt").read_text() == "the user's own file"
     assert trainer.state["completed"] == []
+
+
+def test_lengths_beyond_a_models_positions_are_refused_before_training(tokenizer, pairs, tmp_path):
+    """A source longer than a model's positions (here a 5,000-word line, max_source_length above the positions) is
+    refused at construction, naming the option and the bound, not an IndexError at the first step."""
+    ar, nat = _models(tokenizer)
+    limit = ar.config.max_position_embeddings
+    long_pairs = [*pairs, (" ".join([pairs[0][0]] * 5000), pairs[0][1])]
+    message = f"after truncation to max_source_length, but the AR's max_position_embeddings is {limit}"
+    with pytest.raises(ValueError, match=message + f".*at most {limit}"):
+        EMTrainer(ar, nat, tokenizer, _dataset(long_pairs), None, args=_quick(tmp_path, max_source_length=limit + 1))
+    EMTrainer(ar, nat, tokenizer, _dataset(long_pairs), None, args=_quick(tmp_path, max_source_length=limit))

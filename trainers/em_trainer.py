@@ -71,6 +71,9 @@ class EMTrainer:
         if eval_dataset is not None:
             self.eval_sources, self.eval_targets = self._tokenize(eval_dataset, "eval_dataset")
             self.eval_references = _references(eval_dataset, args)
+        check_lengths_fit_models(
+            ar_model, nar_model, self.train_sources + self.eval_sources, self.train_targets + self.eval_targets
+        )
         self.accelerator = accelerator or make_accelerator(args)
         self._check_output_dir()
         if args.overwrite_output_dir and self.accelerator.is_main_process:
@@ -520,6 +523,22 @@ def check_models_share_tokenizer(ar_model, nar_model, tokenizer):
             "share one tokenizer. Build both on it (em_nat.build_ar_model / build_nat_model), or load the AR's "
             "tokenizer and build the NAT from that."
         )
+
+
+def check_lengths_fit_models(ar_model, nar_model, sources, targets):
+    """The tokenized sequences (already truncated to `max_source_length` / `max_target_length`) must fit both models'
+    position embeddings; a longer one would fail deep inside the model at its first step (an `IndexError` in
+    Marian) rather than here."""
+    longest = {"max_source_length": max(map(len, sources)), "max_target_length": max(map(len, targets))}
+    for who, model in (("AR", ar_model), ("NAT", nar_model)):
+        positions = getattr(model.config, "max_position_embeddings", None)
+        for option, length in longest.items():
+            if positions is not None and length > positions:
+                raise ValueError(
+                    f"The data has {'sources' if option == 'max_source_length' else 'targets'} of {length} tokens "
+                    f"after truncation to {option}, but the {who}'s max_position_embeddings is {positions}: it could "
+                    f"not embed them. Set {option} to at most {positions}."
+                )
 
 
 def _state_recovery(output_dir) -> str:

@@ -273,6 +273,11 @@ def load_ct2_translator(
     _require_ctranslate2()
     import ctranslate2
 
+    if not os.path.isfile(os.path.join(os.fspath(model_dir), "model.bin")):
+        raise FileNotFoundError(
+            f"{model_dir} is not a CTranslate2 model folder (no model.bin). Convert the AR first: "
+            f"python -m em_nat.export ct2 AR_DIR {model_dir}"
+        )
     return ctranslate2.Translator(
         os.fspath(model_dir),
         device=device,

@@ -342,3 +342,11 @@ def test_ct2_rescorer_scores_like_the_pytorch_ar_and_generate_keeps_the_same_can
     ct2 = nat.generate(**batch, length_beam=5, rescorer=rescorer, return_dict_in_generate=True)
     assert ct2.sequences.tolist() == hf.sequences.tolist()
     assert ct2.sequences_scores == pytest.approx(hf.sequences_scores, rel=1e-3)
+
+
+def test_a_folder_that_is_not_a_ct2_model_names_the_conversion(trained_dirs, tmp_path):
+    from em_nat.export import CT2Rescorer
+
+    _, tokenizer = load(trained_dirs["kept"])
+    with pytest.raises(FileNotFoundError, match="not a CTranslate2 model folder .*python -m em_nat.export ct2 AR_DIR"):
+        CT2Rescorer.from_pretrained(trained_dirs["kept"], tokenizer)  # the HF AR folder, not its conversion

@@ -177,29 +177,6 @@ def from_dataset(
     raise DataError(f"Expected a datasets.Dataset or datasets.DatasetDict, got {type(dataset).__name__}.")
 
 
-def pairs(split_dataset: datasets.Dataset, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
-    """The source and target sentences of one split with a "translation" column.
-
-    Returns:
-        `(sources, targets)`, two lists of strings of the split's length, in row order.
-    """
-    if isinstance(split_dataset, datasets.DatasetDict):
-        raise DataError(f"pairs() takes one split, e.g. dataset['train']; got a DatasetDict {list(split_dataset)}.")
-    if not isinstance(split_dataset, datasets.Dataset):
-        raise DataError(f"pairs() takes a datasets.Dataset, got {type(split_dataset).__name__}.")
-    if "translation" not in split_dataset.column_names:
-        raise DataError(
-            f"The dataset has columns {split_dataset.column_names} and no 'translation' column; "
-            "convert it with em_nat.data.from_dataset first."
-        )
-    column = split_dataset.with_format("arrow")["translation"]  # pyarrow ChunkedArray of structs
-    languages = [column.type.field(i).name for i in range(column.type.num_fields)]
-    for lang in (source_lang, target_lang):
-        if lang not in languages:
-            raise DataError(f"The 'translation' column has languages {languages}, not {lang!r}.")
-    return pc.struct_field(column, source_lang).to_pylist(), pc.struct_field(column, target_lang).to_pylist()
-
-
 # ---------------------------------------------------------------------------------------------------- arguments
 
 

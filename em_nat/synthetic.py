@@ -49,9 +49,10 @@ the oracle that distillation approximates. Because many choices change the targe
 following words, a NAR trained on the raw pairs mixes modes position by position, while an autoregressive
 teacher's beam output commits to one mode per sentence.
 
-Evaluation is exact: `is_valid_translation` parses a hypothesis against the source's choice points,
-`exact_match_rate` averages it, and `multi_reference_bleu` scores against the `references` column (up to
-`num_references` distinct valid targets per source, the first one being the row's "tgt").
+The `references` column holds up to `num_references` distinct valid targets per source, the first one being the
+row's "tgt": multi-reference BLEU scores against it (`em_nat.metrics.corpus_bleu` takes a list of references per
+line). Validity itself is exact: a hypothesis is parsed against its source's choice points (the tests do so, with
+the checks in tests/synthetic_checks.py).
 
 Sources of the three splits are disjoint; in the training split each source appears
 `train_targets_per_source` times (by default twice) with independently sampled targets, which is the raw
@@ -66,28 +67,12 @@ import hashlib
 import itertools
 import math
 import random
-import re
-from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import datasets
-from sacrebleu.metrics import BLEU
 
-__all__ = [
-    "SyntheticTaskConfig",
-    "build_synthetic_task",
-    "valid_targets",
-    "count_valid_targets",
-    "canonical_target",
-    "sample_target",
-    "is_valid_translation",
-    "multi_reference_bleu",
-    "exact_match_rate",
-    "oracle_multimodality_stats",
-    "SOURCE_LANG",
-    "TARGET_LANG",
-]
+__all__ = ["SyntheticTaskConfig", "build_synthetic_task", "SOURCE_LANG", "TARGET_LANG"]
 
 SOURCE_LANG = "src"
 TARGET_LANG = "tgt"
@@ -313,7 +298,6 @@ def _build_source_lexicon() -> dict[str, str]:
 
 
 _SRC = _build_source_lexicon()
-_SRC_TO_KEY = {word: key for key, word in _SRC.items()}
 
 # --------------------------------------------------------------------------------------------------------------
 # Meaning frames and target trees. A tree node is ("t", tokens) | ("s", children) | ("c", kind, alternatives).
@@ -503,31 +487,8 @@ def _sample(node, rng: random.Random, probs: dict[str, float] | None, out: list[
             _sample(child, rng, probs, out)
 
 
-def _match(node, tokens: tuple[str, ...], pos: int, trace: tuple) -> Iterator[tuple[int, tuple]]:
-    """Yield (end position, choices taken) for every way `node` matches tokens[pos:end]."""
-    kind = node[0]
-    if kind == "t":
-        end = pos + len(node[1])
-        if tokens[pos:end] == node[1]:
-            yield end, trace
-    elif kind == "c":
-        for index, alt in enumerate(node[2]):
-            yield from _match(alt, tokens, pos, trace + ((node, index),))
-    else:
-        children = node[1]
-
-        def rec(i: int, p: int, tr: tuple) -> Iterator[tuple[int, tuple]]:
-            if i == len(children):
-                yield p, tr
-                return
-            for q, tr2 in _match(children[i], tokens, p, tr):
-                yield from rec(i + 1, q, tr2)
-
-        yield from rec(0, pos, trace)
-
-
 # --------------------------------------------------------------------------------------------------------------
-# Source rendering and parsing
+# Source rendering
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -559,180 +520,9 @@ def _render_source(frame: _Frame) -> str:
     return _detokenize(words)
 
 
-def _bad_source(source: str, why: str) -> ValueError:
-    return ValueError(f"Not a sentence of the synthetic source language ({why}): {source!r}")
-
-
-def _parse_np(words: list[str], source: str, allow_number: bool) -> _NP:
-    if len(words) == 1 and words[0] in _NAMES:
-        return _NP(name=words[0])
-    if not words:
-        raise _bad_source(source, "empty noun phrase")
-    key = _SRC_TO_KEY.get(words[0], "")
-    if not key.startswith("noun:"):
-        raise _bad_source(source, f"{words[0]!r} is not a noun")
-    fields: dict = {"noun": key[5:]}
-    rest = words[1:]
-    if rest and _SRC_TO_KEY.get(rest[0], "").startswith("adj:"):
-        fields["adjective"] = _SRC_TO_KEY[rest[0]][4:]
-        rest = rest[1:]
-        if rest and rest[0] == _SRC["intens:very"]:
-            fields["intensified"] = True
-            rest = rest[1:]
-    if (
-        allow_number
-        and rest
-        and rest[0].isdigit()
-        and 2 <= int(rest[0]) <= _MAX_NUMBER
-        and rest[0] == str(int(rest[0]))
-    ):
-        fields["number"] = int(rest[0])
-        rest = rest[1:]
-    if rest and rest[0] == _DEF:
-        fields["definite"] = True
-        rest = rest[1:]
-    if rest:
-        raise _bad_source(source, f"unexpected {rest[0]!r} in a noun phrase")
-    return _NP(**fields)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _parse(source: str) -> _Frame:
-    words = list(_normalize(source))
-    if len(words) < 6 or words[-1] != _END:
-        raise _bad_source(source, "too short or no final '.'")
-    verb_key = _SRC_TO_KEY.get(words[-2], "")
-    if not verb_key.startswith("verb:"):
-        raise _bad_source(source, "no verb before the final '.'")
-    body = words[:-2]
-    i, time, date = 0, None, None
-    if i < len(body) and _SRC_TO_KEY.get(body[i], "").startswith("time:"):
-        time = _SRC_TO_KEY[body[i]][5:]
-        i += 1
-    if i + 1 < len(body) and body[i].isdigit() and _SRC_TO_KEY.get(body[i + 1], "").startswith("month:"):
-        day = int(body[i])
-        if not 1 <= day <= _MAX_DAY or body[i] != str(day):
-            raise _bad_source(source, "bad day")
-        date = (day, _SRC_TO_KEY[body[i + 1]][6:])
-        i += 2
-    body = body[i:]
-    if body.count(_SUBJ) != 1 or body.count(_OBJ) != 1 or body.count(_LOC) > 1:
-        raise _bad_source(source, "particles")
-    s, o = body.index(_SUBJ), body.index(_OBJ)
-    if not s < o:
-        raise _bad_source(source, "object before subject")
-    place = None
-    if _LOC in body:
-        if body.index(_LOC) != len(body) - 1 or o != len(body) - 3:
-            raise _bad_source(source, "place phrase")
-        place_key = _SRC_TO_KEY.get(body[-2], "")
-        if not place_key.startswith("place:"):
-            raise _bad_source(source, f"{body[-2]!r} is not a place")
-        place = place_key[6:]
-    elif o != len(body) - 1:
-        raise _bad_source(source, "words after the object")
-    return _Frame(
-        subject=_parse_np(body[:s], source, allow_number=False),
-        verb=verb_key[5:],
-        obj=_parse_np(body[s + 1 : o], source, allow_number=True),
-        place=place,
-        date=date,
-        time=time,
-    )
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _tree(source: str):
-    return _target_tree(_parse(source))
-
-
-def _normalize(text: str) -> tuple[str, ...]:
-    """Tokens of a sentence: whitespace-insensitive, "," and "." split off ("dog." -> "dog", ".")."""
-    return tuple(re.sub(r"\s*([.,])\s*", r" \1 ", text).split())
-
-
 def _detokenize(tokens: Sequence[str]) -> str:
-    """Tokens to text, "," and "." attached to the preceding word (the inverse of `_normalize`)."""
+    """Tokens to text, "," and "." attached to the preceding word."""
     return " ".join(tokens).replace(" ,", ",").replace(" .", ".")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------------------------
-
-
-def valid_targets(source: str, limit: int | None = None) -> list[str]:
-    """The valid targets of `source`, deterministically ordered: canonical first, then in lexicographic order of
-    the choice indices (not alphabetically). `limit` caps the list (enumeration is lazy, so a limit is cheap even
-    when `count_valid_targets(source)` is in the thousands). Raises ValueError for a malformed source."""
-    realisations = _iterate(_tree(source))
-    if limit is not None:
-        realisations = itertools.islice(realisations, max(0, limit))
-    return [_detokenize(tokens) for tokens in realisations]
-
-
-def count_valid_targets(source: str) -> int:
-    """Size of the valid-target set of `source` (exact: distinct choices always give distinct strings)."""
-    return _count(_tree(source))
-
-
-def canonical_target(source: str) -> str:
-    """The canonical target of `source` (index 0 at every choice point): the unimodal oracle."""
-    return valid_targets(source, limit=1)[0]
-
-
-def sample_target(source: str, rng: random.Random, config: SyntheticTaskConfig | None = None) -> str:
-    """One valid target of `source`, drawn as the training targets are (`config`'s probabilities), or uniformly
-    at every choice point when `config` is None."""
-    out: list[str] = []
-    _sample(_tree(source), rng, config.choice_probabilities() if config is not None else None, out)
-    return _detokenize(out)
-
-
-def is_valid_translation(source: str, hypothesis: str) -> bool:
-    """Whether `hypothesis` is exactly one of the valid targets of `source` (up to whitespace and the spacing of
-    "," and "."; case-sensitive). Parses against the choice points; never enumerates the set. Raises ValueError
-    when `source` is not a sentence of the source language."""
-    tokens = _normalize(hypothesis)
-    return any(end == len(tokens) for end, _ in _match(_tree(source), tokens, 0, ()))
-
-
-def exact_match_rate(sources: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Share of hypotheses that are a valid target of their source (`is_valid_translation`)."""
-    if len(sources) != len(hypotheses):
-        raise ValueError(f"{len(sources)} sources but {len(hypotheses)} hypotheses.")
-    if not sources:
-        raise ValueError("exact_match_rate needs at least one sentence.")
-    return sum(is_valid_translation(s, h) for s, h in zip(sources, hypotheses)) / len(sources)
-
-
-def multi_reference_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict:
-    """Corpus sacreBLEU (`sacrebleu.metrics.BLEU`, default 13a tokenisation) against several references per line.
-
-    `references[i]` lists the references of `hypotheses[i]`; counts may differ between lines (shorter lines are
-    padded with None, which sacrebleu ignores; the signature then says ``nrefs:var``). A plain string counts as
-    one reference.
-
-    Returns:
-        `{"score": float, "signature": str, "precisions": [4 floats], "brevity_penalty": float}`.
-    """
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists.")
-    if not hypotheses:
-        raise ValueError("multi_reference_bleu needs at least one hypothesis.")
-    per_line = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
-    if any(not refs for refs in per_line):
-        raise ValueError("Every hypothesis needs at least one reference.")
-    width = max(len(refs) for refs in per_line)
-    streams = [[refs[k] if k < len(refs) else None for refs in per_line] for k in range(width)]
-    bleu = BLEU()
-    result = bleu.corpus_score(list(hypotheses), streams)
-    return {
-        "score": float(result.score),
-        "signature": str(bleu.get_signature()),
-        "precisions": [float(p) for p in result.precisions],
-        "brevity_penalty": float(result.bp),
-    }
 
 
 @dataclass
@@ -914,55 +704,3 @@ def build_synthetic_task(config: SyntheticTaskConfig | None = None) -> datasets.
             ]
         splits[split] = datasets.Dataset.from_dict(columns, features=_features(with_references))
     return datasets.DatasetDict(splits)
-
-
-def oracle_multimodality_stats(dataset: datasets.Dataset | Sequence[dict]) -> dict:
-    """How multi-modal a set of (source, target) pairs is, measured with the grammar (the oracle).
-
-    `dataset` is a split (or any sequence of rows) with a "translation" column / key, e.g. a split whose targets
-    were replaced by a teacher's outputs. Returns:
-
-    - `num_examples`, `num_unique_sources`;
-    - `valid_rate`: share of targets that are valid for their source;
-    - `canonical_rate`: share of targets equal to the canonical target;
-    - `mean_distinct_targets_per_repeated_source`: over sources seen more than once (None if none is);
-    - `choice_entropy_bits`: over the choice points of the valid targets, the mean (weighted by occurrences)
-      entropy of which alternative the corpus uses for that choice point (0 = perfectly consistent corpus; about
-      1 bit when two alternatives are used equally). This is the multi-modality distillation should remove;
-    - `mean_target_tokens`.
-    """
-    pairs = dataset["translation"] if hasattr(dataset, "column_names") else [row["translation"] for row in dataset]
-    by_source: dict[str, set[str]] = defaultdict(set)
-    counts: dict[object, Counter] = defaultdict(Counter)
-    valid = canonical = tokens = 0
-    for pair in pairs:
-        source, target = pair[SOURCE_LANG], pair[TARGET_LANG]
-        by_source[source].add(target)
-        normalized = _normalize(target)
-        tokens += len(normalized)
-        tree = _tree(source)
-        if normalized == next(_iterate(tree)):
-            canonical += 1
-        for end, trace in _match(tree, normalized, 0, ()):
-            if end == len(normalized):
-                valid += 1
-                for node, index in trace:
-                    counts[node[3]][index] += 1
-                break
-    occurrences = sum(sum(c.values()) for c in counts.values())
-    entropy = 0.0
-    for counter in counts.values():
-        n = sum(counter.values())
-        entropy += n * -sum((c / n) * math.log2(c / n) for c in counter.values())
-    seen = Counter(pair[SOURCE_LANG] for pair in pairs)
-    repeated = [len(by_source[s]) for s, n in seen.items() if n > 1]
-    n_pairs = len(pairs)
-    return {
-        "num_examples": n_pairs,
-        "num_unique_sources": len(by_source),
-        "valid_rate": valid / n_pairs if n_pairs else 0.0,
-        "canonical_rate": canonical / n_pairs if n_pairs else 0.0,
-        "mean_distinct_targets_per_repeated_source": sum(repeated) / len(repeated) if repeated else None,
-        "choice_entropy_bits": entropy / occurrences if occurrences else 0.0,
-        "mean_target_tokens": tokens / n_pairs if n_pairs else 0.0,
-    }

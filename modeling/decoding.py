@@ -178,46 +178,17 @@ def gnmt_length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
     return ((5.0 + lengths) / 6.0) ** alpha
 
 
-def select_best(scores: torch.Tensor, lengths: torch.Tensor | None = None, alpha: float | None = None) -> torch.Tensor:
+def select_best(scores: torch.Tensor) -> torch.Tensor:
     """Index of the best candidate of every row.
 
     Args:
         scores (`torch.Tensor` of shape `(batch, m)`):
-            Candidate log-probabilities (higher is better).
-        lengths (`torch.Tensor` of shape `(batch, m)`, *optional*):
-            Candidate lengths; required with `alpha`.
-        alpha (`float`, *optional*):
-            When given, scores are divided by [`gnmt_length_penalty`] first, as GNMT divides the log-probability
-            (so longer candidates are penalised less).
+            Candidate scores (higher is better), e.g. the length-normalised log-probabilities of [`ar_rescore`].
 
     Returns:
         `torch.LongTensor` of shape `(batch,)`: the argmax; ties go to the lowest index.
     """
-    if alpha is not None:
-        if lengths is None:
-            raise ValueError("select_best needs `lengths` when `alpha` is given.")
-        scores = scores / gnmt_length_penalty(lengths, alpha)
     return scores.argmax(-1)
-
-
-def sequence_log_prob_from_logits(logits: torch.Tensor, target_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """Sum of log p(target token) over the non-PAD positions of each sequence.
-
-    `log_softmax` is applied (in float32 or wider), so raw logits and log-probabilities both work: the log-softmax of
-    log-probabilities is the identity.
-
-    Args:
-        logits (`torch.Tensor` of shape `(batch, tgt_len, vocab)`):
-            Logits (or log-probabilities) predicting each target position.
-        target_ids (`torch.LongTensor` of shape `(batch, tgt_len)`):
-            Target ids; positions equal to `pad_token_id` are ignored (`pad_token_id` may be -100).
-        pad_token_id (`int`):
-            The padding id.
-
-    Returns:
-        `torch.Tensor` of shape `(batch,)`.
-    """
-    return _masked_sequence_log_prob(logits, target_ids, target_ids.ne(pad_token_id))
 
 
 def _masked_sequence_log_prob(logits: torch.Tensor, target_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

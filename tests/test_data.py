@@ -22,6 +22,13 @@ except Exception:  # the package may be mid-edit elsewhere; data.py imports noth
 DataError = data.DataError
 MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k_en_de"
 
+
+def pairs(split: datasets.Dataset, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
+    """The (sources, targets) of one converted split, in row order."""
+    rows = split["translation"]
+    return [row[source_lang] for row in rows], [row[target_lang] for row in rows]
+
+
 PAIRS = [
     ("A dog runs .", "Ein Hund rennt ."),
     ('She says "hi" \\ bye', 'Sie sagt "hallo" \\ tschüss'),
@@ -104,33 +111,19 @@ def test_splits_from_mixed_formats_in_fixed_order(tmp_path):
     assert list(dataset["validation"]["translation"]) == EXPECTED[2:]
 
 
-def test_pairs_helper(tmp_path):
-    dataset = load(write_text_pair(tmp_path))
-    sources, targets = data.pairs(dataset["train"], "en", "de")
-    assert sources == [en for en, _ in PAIRS] and targets == [de for _, de in PAIRS]
-    assert data.pairs(dataset["train"].select([4, 0]), "de", "en") == (
-        ["Das Ende .", "Ein Hund rennt ."],
-        ["The end .", "A dog runs ."],
-    )
-    with pytest.raises(DataError, match=r"one split, e.g. dataset\['train'\]"):
-        data.pairs(dataset, "en", "de")
-    with pytest.raises(DataError, match=r"languages \['de', 'en'\], not 'fr'"):
-        data.pairs(dataset["train"], "en", "fr")
-
-
 def test_strip_keeps_inner_tab_in_text_files(tmp_path):
     write_lines(tmp_path / "train.en", ["  padded  ", "trailing \t", "inner\ttab"])
     write_lines(tmp_path / "train.de", ["gepolstert", "hinten", "innen"])
     stripped = load(tmp_path / "train")["train"]
-    assert data.pairs(stripped, "en", "de")[0] == ["padded", "trailing", "inner\ttab"]
+    assert pairs(stripped, "en", "de")[0] == ["padded", "trailing", "inner\ttab"]
     raw = load(tmp_path / "train", strip=False)["train"]
-    assert data.pairs(raw, "en", "de")[0] == ["  padded  ", "trailing \t", "inner\ttab"]
+    assert pairs(raw, "en", "de")[0] == ["  padded  ", "trailing \t", "inner\ttab"]
 
 
 def test_crlf_and_byte_order_mark_are_not_text(tmp_path):
     (tmp_path / "train.en").write_bytes("\ufeffHello\r\nWorld \r\n".encode())
     (tmp_path / "train.de").write_bytes(b"Hallo\r\nWelt\r\n")
-    assert data.pairs(load(tmp_path / "train", strip=False)["train"], "en", "de") == (
+    assert pairs(load(tmp_path / "train", strip=False)["train"], "en", "de") == (
         ["Hello", "World "],
         ["Hallo", "Welt"],
     )
@@ -140,12 +133,12 @@ def test_only_newline_ends_a_line(tmp_path):
     # A stray carriage return or U+2028 inside a sentence must not shift the alignment of the two files.
     write_lines(tmp_path / "train.en", ["one\rtwo", "three\u2028four"])
     write_lines(tmp_path / "train.de", ["eins", "drei"])
-    assert data.pairs(load(tmp_path / "train")["train"], "en", "de")[0] == ["one\rtwo", "three\u2028four"]
+    assert pairs(load(tmp_path / "train")["train"], "en", "de")[0] == ["one\rtwo", "three\u2028four"]
 
 
 def test_tsv_cells_are_stripped_but_a_third_column_is_an_error(tmp_path):
     write_lines(tmp_path / "ok.tsv", [" a \t b ", "c\td  "])
-    assert data.pairs(load(tmp_path / "ok.tsv")["train"], "en", "de") == (["a", "c"], ["b", "d"])
+    assert pairs(load(tmp_path / "ok.tsv")["train"], "en", "de") == (["a", "c"], ["b", "d"])
     write_lines(tmp_path / "bad.tsv", ["a\tb", "in\tner\ttab", "c\td", "no columns", "trailing\ttab\t"])
     with pytest.raises(DataError) as error:
         load(tmp_path / "bad.tsv")
@@ -197,7 +190,7 @@ def test_drop_empty_drops_and_warns(tmp_path, caplog):
     write_lines(tmp_path / "train.de", ["A", "B", " ", "D"])
     with caplog.at_level(logging.WARNING):
         dataset = load(tmp_path / "train", drop_empty=True)
-    assert data.pairs(dataset["train"], "en", "de") == (["a", "d"], ["A", "D"])
+    assert pairs(dataset["train"], "en", "de") == (["a", "d"], ["A", "D"])
     assert "dropped 2 of 4 pairs" in caplog.text
     write_lines(tmp_path / "all.en", ["", "x"])
     write_lines(tmp_path / "all.de", ["y", ""])
@@ -408,7 +401,7 @@ def test_from_dataset_empty_rows():
     assert "Split 'train'" in message and "1 empty 'en' sentence(s) in split 'train' at row(s) 1" in message
     assert "1 empty 'de' sentence(s) in split 'train' at row(s) 2" in message and "drop_empty=True" in message
     kept = data.from_dataset(dataset, "en", "de", drop_empty=True)
-    assert data.pairs(kept, "en", "de") == (["a", "d"], ["A", "D"])
+    assert pairs(kept, "en", "de") == (["a", "d"], ["A", "D"])
 
 
 # ---------------------------------------------------------------------------------------------------- real data
@@ -428,7 +421,7 @@ def test_multi30k_first_lines():
     with open(MULTI30K / "train.en", encoding="utf-8") as f_en, open(MULTI30K / "train.de", encoding="utf-8") as f_de:
         first = {"en": f_en.readline().strip(), "de": f_de.readline().strip()}
     assert dataset["train"][0]["translation"] == first
-    sources, targets = data.pairs(dataset["validation"], "en", "de")
+    sources, targets = pairs(dataset["validation"], "en", "de")
     assert all(text and text == text.strip() for text in sources + targets)
 
 

@@ -23,7 +23,7 @@ gnmt_length_penalty = decoding.gnmt_length_penalty
 length_candidates = decoding.length_candidates
 odd_decode = decoding.odd_decode
 select_best = decoding.select_best
-sequence_log_prob_from_logits = decoding.sequence_log_prob_from_logits
+masked_sequence_log_prob = decoding._masked_sequence_log_prob  # what ar_rescore sums candidate scores with
 top_k_per_position = decoding.top_k_per_position
 
 
@@ -225,31 +225,25 @@ def test_gnmt_length_penalty():
     assert torch.equal(gnmt_length_penalty(torch.tensor([3, 40]), 0.0), torch.ones(2))
 
 
-def test_select_best_normalisation_changes_the_winner():
+def test_select_best_is_the_argmax_with_ties_to_the_lowest_index():
     scores = torch.tensor([[-4.0, -5.0], [-5.0, -4.0]])
-    lengths = torch.tensor([[1, 19], [19, 1]])  # penalties 1 and 4 ** alpha
     assert select_best(scores).tolist() == [0, 1]
-    assert select_best(scores, lengths, alpha=1.0).tolist() == [1, 0]  # -5 / 4 beats -4 / 1
-    normalised = scores / gnmt_length_penalty(lengths, 0.6)
-    assert torch.equal(select_best(scores, lengths, alpha=0.6), normalised.argmax(-1))
     assert select_best(torch.tensor([[-1.0, -1.0, -2.0]])).tolist() == [0]  # ties -> lowest index
-    with pytest.raises(ValueError, match="lengths"):
-        select_best(scores, alpha=0.6)
 
 
-def test_sequence_log_prob_from_logits_ignores_pad():
+def test_masked_sequence_log_prob_ignores_masked_positions():
     logits = torch.randn(2, 4, 7)
     targets = torch.tensor([[3, 5, 2, 0], [6, 2, 0, 0]])
     expected = [
         sum(logits[b].log_softmax(-1)[t, targets[b, t]].item() for t in range(4) if targets[b, t] != 0)
         for b in range(2)
     ]
-    out = sequence_log_prob_from_logits(logits, targets, pad_token_id=0)
+    out = masked_sequence_log_prob(logits, targets, targets.ne(0))
     assert out.tolist() == pytest.approx(expected, abs=1e-5)
     # log-probabilities in, same answer; -100 padding and -inf logits at padded positions are fine
     labels = targets.masked_fill(targets.eq(0), -100)
     masked = logits.log_softmax(-1).masked_fill(targets.eq(0)[..., None], float("-inf"))
-    assert sequence_log_prob_from_logits(masked, labels, -100).tolist() == pytest.approx(expected, abs=1e-5)
+    assert masked_sequence_log_prob(masked, labels, labels.ne(-100)).tolist() == pytest.approx(expected, abs=1e-5)
 
 
 PAD, EOS, START = 0, 2, 0
@@ -299,7 +293,6 @@ def test_ar_rescore_matches_per_candidate_loop(tiny_marian):
     assert log_probs.shape == normalised.shape == (3, 4)
     assert torch.allclose(log_probs.double(), expected, atol=1e-4)
     assert torch.allclose(normalised, log_probs / ((5 + lengths.float()) / 6) ** 0.6)
-    assert torch.equal(select_best(log_probs, lengths, alpha=0.6), normalised.argmax(-1))
     # the teacher-forced scores are those of a plain forward with labels (HF's own shifting and loss)
     labels = candidates[1, 2][candidates[1, 2].ne(PAD)][None]
     with torch.no_grad():

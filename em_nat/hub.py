@@ -13,6 +13,9 @@ from collections.abc import Callable
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers import GenerationConfig
 
+from em_nat.rendering import model_card_test_section
+from em_nat.run_dir import RunDir
+
 logger = logging.getLogger(__name__)
 
 CARD_TEMPLATE = """---
@@ -93,15 +96,15 @@ def build_model_card(
             rows and the AR's, and its model-index holds the test BLEU of each NAT decoding.
         example: the source sentence of the usage snippet.
         folder: the saved model the card describes; its `generation_config.json` gives the decoding section.
-            Defaults to the trainer's layout, `<output_dir>/round-<t>/nar` (or `ar`).
+            Defaults to the run folder's (`RunDir(args.output_dir).model(round_index, kind)`).
     """
     import json
 
     if folder is None:
-        folder = os.path.join(args.output_dir, f"round-{round_index}", {"nat": "nar", "ar": "ar"}[kind])
+        folder = RunDir(args.output_dir).model(round_index, kind)
 
     src, tgt = args.source_lang, args.target_lang
-    bleu_key = "eval/bleu_nar_odd" if kind == "nat" else "eval/bleu_ar_beam"
+    bleu_key = "eval/bleu_nat_odd" if kind == "nat" else "eval/bleu_ar_beam"
     dataset = args.hub_dataset_name or "custom"
     bleu_result = lambda split, name, bleu: EvalResult(  # noqa: E731  (one sacreBLEU entry of the model-index)
         task_type="translation",
@@ -118,7 +121,11 @@ def build_model_card(
     bleu = _score(metrics, bleu_key)
     if bleu is not None:
         eval_results.append(bleu_result("validation", "ODD" if kind == "nat" else f"beam {args.eval_num_beams}", bleu))
-    test_rows = _test_rows(test_result, round_index) if kind == "nat" and test_result else []
+    test_rows = (
+        [r for r in test_result["rows"] if r["round"] is None or r["round"] == round_index]
+        if kind == "nat" and test_result
+        else []
+    )
     eval_results += [bleu_result("test", r["decoding"], r["bleu"]) for r in test_rows if r["round"] == round_index]
     card_data = ModelCardData(
         language=[src, tgt],
@@ -138,15 +145,15 @@ def build_model_card(
     rows = ["| model | decoding | sacreBLEU | signature |", "|---|---|---|---|"]
     for key, label in (
         ("eval/bleu_ar_beam", f"AR, beam {args.eval_num_beams}"),
-        ("eval/bleu_nar_argmax", "NAT, argmax"),
-        ("eval/bleu_nar_odd", "NAT, ODD"),
+        ("eval/bleu_nat_argmax", "NAT, argmax"),
+        ("eval/bleu_nat_odd", "NAT, ODD"),
     ):
         score = _score(metrics, key)
         if score is not None:
             rows.append(
                 f"| {label.split(',')[0]} | {label.split(', ')[1]} | {score['score']:.2f} | `{score['signature']}` |"
             )
-    targets = _training_targets(round_index, args.nar_targets)
+    targets = _training_targets(round_index, args.nat_targets)
     if kind == "nat":
         targets += _glancing_note(getattr(args, "nat_glancing_ratio", "0"))
     cm = metrics.get("em/cm")
@@ -171,7 +178,7 @@ def build_model_card(
         decoding=_decoding_section(folder, kind, args.eval_num_beams),
         repo_id=repo_id,
         revision=f"round-{round_index}",
-        test_results=_test_section(test_rows, test_result) if test_rows else "",
+        test_results=model_card_test_section(test_result, round_index) if test_rows else "",
         example=example.replace("\\", "\\\\").replace('"', '\\"'),
         settings=json.dumps(args.to_dict(), indent=1, default=str),
     )
@@ -246,43 +253,29 @@ def _glancing_note(value) -> str:
     return f", glancing training (GLAT), ratio {schedule}"
 
 
-def _training_targets(round_index: int, nar_targets: str) -> str:
+def _training_targets(round_index: int, nat_targets: str) -> str:
     """What the round's NAT was trained on (PAPER.md, "The EM loop")."""
     if round_index == 0:
         return "the real targets"
     if round_index == 1:
         return "AR_0 1-best (sequence-level KD)"
-    if nar_targets == "one_best":
-        return f"1-best of AR_{round_index - 1}, the AR trained on the NAR's round-{round_index - 1} selection (EM)"
-    return f"the NAR's round-{round_index - 1} selection (EM)"
+    if nat_targets == "one_best":
+        return f"1-best of AR_{round_index - 1}, the AR trained on the NAT's round-{round_index - 1} selection (EM)"
+    return f"the NAT's round-{round_index - 1} selection (EM)"
 
 
-def _test_rows(test_result: dict, round_index: int) -> list[dict]:
-    """The AR rows and this round's NAT rows of a test-set evaluation."""
-    return [r for r in test_result["rows"] if r["round"] is None or r["round"] == round_index]
-
-
-def _test_section(rows: list[dict], test_result: dict) -> str:
-    batch = test_result["batch_size"]
-    lines = [
-        "",
-        f"## Results on the test data ({test_result['test_sentences']} sentences, scored once after the last round)",
-        "",
-        f"| model | decoding | sacreBLEU | repeated tokens | speed-up vs AR beam 5, batch 1 | batch {batch} |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['decoding']} | {r['bleu']['score']:.2f} | {100 * r['repeat_rate']:.1f}% | "
-            f"{r['speedup_vs_ar_beam5_batch1']:.2f}x | {r[f'speedup_vs_ar_beam5_batch{batch}']:.2f}x |"
-        )
-    lines += [
-        "",
-        f"sacreBLEU signature `{rows[0]['bleu']['signature']}`. Timed on: {test_result['machine']}. Rescoring by "
-        f"the round-0 AR, GNMT alpha {test_result['rescore_alpha']}.",
-        "",
-    ]
-    return "\n".join(lines)
+def write_model_card(run_dir, args, test_result: dict | None = None, example: str = "a source sentence") -> str:
+    """Write the last round's NAT model card (the card a push uploads), with the run's test results when given, as
+    `round-<T>/nat/README.md`; returns its path."""
+    run = RunDir(run_dir)
+    last = args.num_rounds
+    repo_id = args.hub_model_id or f"em-nat-{os.path.basename(os.path.normpath(run.path))}"
+    card = build_model_card(
+        last, args, run.metrics(last), repo_id, kind="nat", test_result=test_result, example=example
+    )
+    path = os.path.join(run.model(last, "nat"), "README.md")
+    card.save(path)
+    return path
 
 
 PUSH_ATTEMPTS = 4
@@ -369,7 +362,7 @@ class HubPushError(RuntimeError):
 
 
 def push_round(
-    round_dir: str,
+    run_dir,
     round_index: int,
     args,
     metrics: dict,
@@ -377,7 +370,8 @@ def push_round(
     test_result: dict | None = None,
     example: str | None = None,
 ) -> dict:
-    """Push a round's NAT (and its AR when `args.hub_ar_model_id` is set) with generated model cards.
+    """Push round `round_index` of the run in `run_dir` (a path or `RunDir`): its NAT, and its AR when
+    `args.hub_ar_model_id` is set, with generated model cards.
 
     Each card is also saved as the folder's README.md, so the local folder and the repo show the same card.
 
@@ -390,7 +384,7 @@ def push_round(
     pushed = {}
     targets = [("nat", args.hub_model_id)] + ([("ar", args.hub_ar_model_id)] if args.hub_ar_model_id else [])
     for kind, repo_id in targets:
-        folder = os.path.join(round_dir, {"nat": "nar", "ar": "ar"}[kind])  # the trainer's folder names
+        folder = RunDir(run_dir).model(round_index, kind)
         if not os.path.isdir(folder):
             continue  # round 0 without a raw-data NAT
         extra = {"example": example} if example else {}

@@ -70,7 +70,7 @@ def structural_ids(tokenizer) -> set[int]:
 
 
 def corpus_multimodality(log_likelihoods: Sequence[float]) -> float:
-    """CM_X(Y): mean over pairs of -log p_NAR(y | x), length term included, from a NAR trained on (X, Y)."""
+    """CM_X(Y): mean over pairs of -log p_NAT(y | x), length term included, from a NAT trained on (X, Y)."""
     if not log_likelihoods:
         raise ValueError("CM needs at least one scored pair.")
     return -sum(log_likelihoods) / len(log_likelihoods)

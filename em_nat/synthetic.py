@@ -1,6 +1,6 @@
 """The embedded default task: a synthetic "src" -> "tgt" translation task with controlled multi-modality.
 
-Non-autoregressive (NAR) translation suffers from *multi-modality*: when a source has several valid translations
+Non-autoregressive translation (NAT) suffers from *multi-modality*: when a source has several valid translations
 and the training targets pick among them at random, a model that predicts every target position independently
 mixes the modes ("the the big house", "yesterday the dog sees a cat yesterday."). Sequence-level knowledge
 distillation and the EM loop of Sun & Yang (ICML 2020) reduce that multi-modality by replacing the raw targets
@@ -46,7 +46,7 @@ longest sentences; with the default config the deciles are about 8 ... 400, the 
 independently per example and per choice point, departing from the canonical realisation with the probability
 of that choice point's kind. With all four probabilities at 0 the data are unimodal (every target canonical):
 the oracle that distillation approximates. Because many choices change the target length and shift the
-following words, a NAR trained on the raw pairs mixes modes position by position, while an autoregressive
+following words, a NAT trained on the raw pairs mixes modes position by position, while an autoregressive
 teacher's beam output commits to one mode per sentence.
 
 The `references` column holds up to `num_references` distinct valid targets per source, the first one being the

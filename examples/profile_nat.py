@@ -14,8 +14,10 @@ import statistics
 import time
 
 import torch
-from benchmark import BEAM_SIZE, LENGTH_BEAM, parse_args, random_models
 from em_nat.modeling.decoding import ar_rescore, length_candidates
+
+from em_nat.benchmark import BenchmarkOptions, random_models
+from em_nat.evaluation import BEAM_SIZE, LENGTH_BEAM
 
 
 def median_ms(fn, repeats=50, warmup=5):
@@ -31,7 +33,7 @@ def median_ms(fn, repeats=50, warmup=5):
 
 @torch.inference_mode()
 def main():
-    sizes = parse_args([])  # benchmark.py's defaults: the sizes of `--random-weights`
+    sizes = BenchmarkOptions()  # benchmark.py's defaults: the sizes of `--random-weights`
     ar, nat, _, ids, _, ar_kwargs = random_models(
         vocab_size=sizes.vocab_size,
         d_model=sizes.d_model,

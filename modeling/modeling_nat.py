@@ -922,7 +922,7 @@ def _refuse_other_model_type(path) -> None:
         raise ValueError(
             f"{path} holds a {kind!r} model ({architectures}), not an em-nat NAT (model_type "
             f"{NATConfig.model_type!r}). Load it with its own class, e.g. AutoModelForSeq2SeqLM.from_pretrained(...); "
-            "a run's NAT is in round-<t>/nar, its AR in round-<t>/ar."
+            "a run's NAT is in round-<t>/nat, its AR in round-<t>/ar."
         )
 
 

@@ -20,7 +20,7 @@ class Terminal(io.StringIO):
 
 def test_progress_bars_are_throttled_when_not_on_a_terminal():
     piped = io.StringIO()
-    bar = logging_setup.progress_bar(total=2000, desc="train nar", file=piped)
+    bar = logging_setup.progress_bar(total=2000, desc="train nat", file=piped)
     for _ in range(2000):
         bar.update(1)
     bar.close()
@@ -50,7 +50,7 @@ def test_run_logging_sends_phase_lines_and_our_warnings_to_the_console_and_every
         logging.getLogger("accelerate.checkpointing").info("Model weights saved in /x/model.safetensors")
         logging.getLogger("accelerate.utils.other").warning("Removed shared tensor {'lm_head.weight'} while saving")
         transformers.utils.logging.get_logger("transformers.modeling_utils").warning("a transformers warning")
-        logging.getLogger("em_nat.trainers.training").info("nar update 10: loss 3.2")
+        logging.getLogger("em_nat.trainers.training").info("nat update 10: loss 3.2")
         logging.getLogger("em_nat.trainers.em_trainer").warning("an em-nat warning")
         logging.getLogger("__main__").warning("a warning of the script")
         logging.getLogger("datasets").error("a library error")
@@ -74,7 +74,7 @@ def test_run_logging_sends_phase_lines_and_our_warnings_to_the_console_and_every
         "Model weights saved",
         "Removed shared tensor",
         "a transformers warning",
-        "nar update 10",
+        "nat update 10",
         "a warning raised by a library",
     ):
         assert hidden not in shown, hidden
@@ -83,7 +83,7 @@ def test_run_logging_sends_phase_lines_and_our_warnings_to_the_console_and_every
         "Model weights saved",
         "Removed shared tensor",
         "a transformers warning",
-        "nar update 10",
+        "nat update 10",
         "a warning raised by a library",
         "round 1: NAT trained",
         "an em-nat warning",

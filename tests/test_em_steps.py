@@ -166,13 +166,13 @@ def _args(output_dir, **overrides):
         num_candidates=3,
         candidate_beam_size=4,
         ar_max_steps=30,
-        nar_max_steps=30,
+        nat_max_steps=30,
         warmup_steps=5,
         max_tokens=256,
         eval_steps=1000,
         save_steps=1000,
         ar_learning_rate=3e-3,
-        nar_learning_rate=3e-3,
+        nat_learning_rate=3e-3,
         max_target_length=24,
         generation_max_sentences=MAX_SENTENCES,
     )
@@ -180,13 +180,13 @@ def _args(output_dir, **overrides):
 
 
 def _run(tokenizer, pairs, output_dir, **overrides):
-    """Train; return (args, metrics, {("nar"|"ar", round): the targets that phase was given})."""
+    """Train; return (args, metrics, {("nat"|"ar", round): the targets that phase was given})."""
     seen = {}
-    original_nar, original_ar = EMTrainer.train_nar, EMTrainer.train_ar
+    original_nat, original_ar = EMTrainer.train_nat, EMTrainer.train_ar
 
-    def train_nar(self, round_index, targets):
-        seen["nar", round_index] = [list(t) for t in targets]
-        return original_nar(self, round_index, targets)
+    def train_nat(self, round_index, targets):
+        seen["nat", round_index] = [list(t) for t in targets]
+        return original_nat(self, round_index, targets)
 
     def train_ar(self, round_index, targets):
         seen["ar", round_index] = [list(t) for t in targets]
@@ -195,7 +195,7 @@ def _run(tokenizer, pairs, output_dir, **overrides):
     ar, nat = tiny_models(tokenizer)
     args = _args(output_dir, **overrides)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(EMTrainer, "train_nar", train_nar)
+        patch.setattr(EMTrainer, "train_nat", train_nat)
         patch.setattr(EMTrainer, "train_ar", train_ar)
         metrics = EMTrainer(ar, nat, tokenizer, _dataset(pairs), None, args=args).train()
     return args, metrics, seen
@@ -215,7 +215,7 @@ def previous_selection_run(tokenizer, pairs, tmp_path_factory):
         tokenizer,
         pairs,
         folder,
-        nar_targets="previous_selection",
+        nat_targets="previous_selection",
         train_raw_nat=False,
         train_final_ar=False,
         ar_max_steps=100,
@@ -228,7 +228,7 @@ def _sources(tokenizer, pairs, args):
 
 
 def _nat(folder, t):
-    return em_nat.NATForConditionalGeneration.from_pretrained(folder / f"round-{t}" / "nar").eval()
+    return em_nat.NATForConditionalGeneration.from_pretrained(folder / f"round-{t}" / "nat").eval()
 
 
 ROUNDS = [1, 2]
@@ -246,9 +246,9 @@ def test_saved_selection_is_the_argmax_of_the_saved_nat(one_best_run, tokenizer,
         assert len(row["candidate_ids"]) == args.num_candidates
         scores = [reference_log_likelihood(nat, sources[i], c) for c in row["candidate_ids"]]
         best = argmax_lowest(scores)
-        assert row["selection"] == best, (i, scores, row["nar_scores"])
+        assert row["selection"] == best, (i, scores, row["nat_scores"])
         assert row["selected_ids"] == row["candidate_ids"][best]
-        assert row["nar_scores"] == pytest.approx(scores, abs=1e-4)
+        assert row["nat_scores"] == pytest.approx(scores, abs=1e-4)
         differs += best != 0
     SELECTIONS_OFF_THE_1BEST[t] = differs
 
@@ -276,9 +276,9 @@ def test_recorded_cm_equals_cm_recomputed_from_the_saved_round(one_best_run, tok
             "input_ids"
         ]
     else:
-        targets = list(load_from_disk(str(folder / f"round-{t}" / "data"))["nar_target_ids"])
+        targets = list(load_from_disk(str(folder / f"round-{t}" / "data"))["nat_target_ids"])
     assert len(targets) == len(sources) == len(pairs) > 0
-    assert targets == seen["nar", t]  # the saved targets are what the NAT was trained on
+    assert targets == seen["nat", t]  # the saved targets are what the NAT was trained on
     nat = _nat(folder, t)
     recomputed = corpus_multimodality([reference_log_likelihood(nat, s, y) for s, y in zip(sources, targets)])
     assert recorded == pytest.approx(recomputed, abs=1e-4)
@@ -310,7 +310,7 @@ def test_round_t_candidates_come_from_the_previous_ar_and_the_nat_learns_their_1
     data = load_from_disk(str(folder / f"round-{t}" / "data"))
     assert list(data["candidate_ids"]) == candidates
     one_best = [c[0] for c in candidates]
-    assert list(data["nar_target_ids"]) == one_best == seen["nar", t]  # Y_t = 1-best of C_t (t = 1: plain KD)
+    assert list(data["nat_target_ids"]) == one_best == seen["nat", t]  # Y_t = 1-best of C_t (t = 1: plain KD)
     assert seen["ar", t] == list(data["selected_ids"])  # AR_t learns the NAT's selection S_t
 
     sources = _sources(tokenizer, pairs, args)
@@ -330,9 +330,9 @@ def test_previous_selection_routes_round_1_selection_to_round_2_nat(previous_sel
     round_1 = load_from_disk(str(folder / "round-1" / "data"))
     round_2 = load_from_disk(str(folder / "round-2" / "data"))
     one_best_1, one_best_2 = [c[0] for c in round_1["candidate_ids"]], [c[0] for c in round_2["candidate_ids"]]
-    assert list(round_1["nar_target_ids"]) == one_best_1 == seen["nar", 1]  # round 1: plain KD
-    assert list(round_2["nar_target_ids"]) == list(round_1["selected_ids"]) == seen["nar", 2]
-    assert list(round_2["nar_target_ids"]) != one_best_2  # not the one_best routing
+    assert list(round_1["nat_target_ids"]) == one_best_1 == seen["nat", 1]  # round 1: plain KD
+    assert list(round_2["nat_target_ids"]) == list(round_1["selected_ids"]) == seen["nat", 2]
+    assert list(round_2["nat_target_ids"]) != one_best_2  # not the one_best routing
     assert metrics["round-1"]["em/selection_differs_from_1best"] > 0  # S_1 differs from Y_1 somewhere
 
 

@@ -24,13 +24,13 @@ def _args(tmp_path, **overrides):
         num_candidates=3,
         candidate_beam_size=4,
         ar_max_steps=30,
-        nar_max_steps=30,
+        nat_max_steps=30,
         warmup_steps=5,
         max_tokens=256,
         eval_steps=15,
         save_steps=10,
         ar_learning_rate=3e-3,
-        nar_learning_rate=3e-3,
+        nat_learning_rate=3e-3,
         max_target_length=24,
         eval_num_beams=2,
     )
@@ -49,11 +49,11 @@ def test_two_em_rounds_write_every_round(tokenizer, pairs, tmp_path):
     assert set(metrics) == {"round-0", "round-1", "round-2"}
     for t in range(3):
         folder = tmp_path / "run" / f"round-{t}"
-        assert (folder / "ar" / "model.safetensors").is_file() and (folder / "nar" / "model.safetensors").is_file()
-        assert (folder / "nar" / "tokenizer.json").is_file()
+        assert (folder / "ar" / "model.safetensors").is_file() and (folder / "nat" / "model.safetensors").is_file()
+        assert (folder / "nat" / "tokenizer.json").is_file()
         saved = json.loads((folder / "metrics.json").read_text())
         assert saved["em/round"] == t
-        assert "signature" in saved["eval/bleu_nar_odd"] and "nrefs:1" in saved["eval/bleu_ar_beam"]["signature"]
+        assert "signature" in saved["eval/bleu_nat_odd"] and "nrefs:1" in saved["eval/bleu_ar_beam"]["signature"]
         assert saved["em/cm"] > 0 and saved["eval/cm_valid"] > 0
         assert saved["em/settings"]["num_candidates"] == 3
     data = load_from_disk(str(tmp_path / "run" / "round-1" / "data"))
@@ -62,10 +62,10 @@ def test_two_em_rounds_write_every_round(tokenizer, pairs, tmp_path):
     for row in data.select(range(5)):
         assert row["selected"] == row["candidates"][row["selection"]]
         assert row["one_best"] == row["candidates"][0]
-        best = max(range(3), key=lambda k: (row["nar_scores"][k], -k))
+        best = max(range(3), key=lambda k: (row["nat_scores"][k], -k))
         assert row["selection"] == best
     assert 0.0 <= metrics["round-1"]["em/selection_differs_from_1best"] <= 1.0
-    reloaded = em_nat.NATForConditionalGeneration.from_pretrained(tmp_path / "run" / "round-2" / "nar")
+    reloaded = em_nat.NATForConditionalGeneration.from_pretrained(tmp_path / "run" / "round-2" / "nat")
     assert reloaded.config.vocab_size == len(tokenizer)
 
 
@@ -137,13 +137,13 @@ def test_arguments_work_with_hf_argument_parser():
             "--candidate_beam_size",
             "6",
             "--restart",
-            "nar",
+            "nat",
             "--train_final_ar",
             "false",
         ]
     )
-    assert args.num_candidates == 5 and args.restart == "nar" and args.train_final_ar is False
-    assert args.restarts("nar") and not args.restarts("ar")
+    assert args.num_candidates == 5 and args.restart == "nat" and args.train_final_ar is False
+    assert args.restarts("nat") and not args.restarts("ar")
     with pytest.raises(ValueError, match="candidate_beam_size"):
         EMTrainingArguments(output_dir="x", num_candidates=5, candidate_beam_size=4)
 
@@ -151,7 +151,7 @@ def test_arguments_work_with_hf_argument_parser():
 def test_continued_ar_and_untrained_final_ar(tokenizer, pairs, tmp_path):
     ar, nat = _models(tokenizer)
     args = _args(
-        tmp_path, num_rounds=2, restart="nar", ar_continue_max_steps=7, train_final_ar=False, train_raw_nat=False
+        tmp_path, num_rounds=2, restart="nat", ar_continue_max_steps=7, train_final_ar=False, train_raw_nat=False
     )
     metrics = EMTrainer(ar, nat, tokenizer, _dataset(pairs), _dataset(pairs[:6]), args=args).train()
     assert metrics["round-1"]["ar/steps"] == 7  # AR_1 continued from AR_0 for ar_continue_max_steps updates
@@ -181,7 +181,7 @@ def test_tensorboard_tracker_and_bf16_autocast(tokenizer, pairs, tmp_path, fresh
         report_to="tensorboard",
         mixed_precision="bf16",
         ar_max_steps=4,
-        nar_max_steps=4,
+        nat_max_steps=4,
         eval_steps=2,
         train_raw_nat=False,
     )
@@ -189,7 +189,7 @@ def test_tensorboard_tracker_and_bf16_autocast(tokenizer, pairs, tmp_path, fresh
     events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)
     assert metrics["round-1"]["em/settings"]["mixed_precision"] == "bf16"
-    assert metrics["round-1"]["nar/loss"] > 0
+    assert metrics["round-1"]["nat/loss"] > 0
 
 
 def test_every_numeric_option_has_a_range():
@@ -225,7 +225,7 @@ def test_fp16_without_a_gpu_is_refused():
 
 
 def _quick(tmp_path, **overrides):
-    return _args(tmp_path, num_rounds=1, train_raw_nat=False, ar_max_steps=2, nar_max_steps=2, **overrides)
+    return _args(tmp_path, num_rounds=1, train_raw_nat=False, ar_max_steps=2, nat_max_steps=2, **overrides)
 
 
 @pytest.fixture

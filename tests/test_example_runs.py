@@ -48,7 +48,7 @@ def _command(data_files, output_dir, *extra, processes=1, steps=20):
         str(output_dir),
         "--ar_max_steps",
         str(steps),
-        "--nar_max_steps",
+        "--nat_max_steps",
         str(steps),
         *TINY,
         *extra,
@@ -82,9 +82,9 @@ def test_example_script_prints_the_results_table(single_run):
     assert (out / "results.md").read_text().strip() in proc.stdout
     metrics = json.loads((out / "round-2" / "metrics.json").read_text())
     assert metrics["em/round"] == 2 and metrics["em/settings"]["gradient_accumulation_steps"] == 2
-    for phase in ("nar", "candidates", "selection", "evaluate"):  # round 2 runs them all (tiny: some round to 0.0)
+    for phase in ("nat", "candidates", "selection", "evaluate"):  # round 2 runs them all (tiny: some round to 0.0)
         assert metrics[f"time/{phase}_seconds"] >= 0, phase
-    assert metrics["time/nar_seconds"] > 0
+    assert metrics["time/nat_seconds"] > 0
     seconds = [v for t in range(3) for k, v in _metrics(out, t).items() if k.startswith("time/")]
     total = re.search(r"Minutes by phase \(wall clock\): .*; total ([0-9.]+)\n", proc.stdout)
     assert total and float(total.group(1)) == pytest.approx(sum(seconds) / 60, abs=0.051)
@@ -127,7 +127,7 @@ def test_two_cpu_processes_cover_every_source_once_and_match_one_process(data_fi
         m2 = json.loads((out / f"round-{t}" / "metrics.json").read_text())
         m1 = json.loads((single / f"round-{t}" / "metrics.json").read_text())
         assert m2["em/cm"] == pytest.approx(m1["em/cm"], rel=1e-3)
-        assert m2["eval/bleu_nar_odd"]["score"] == pytest.approx(m1["eval/bleu_nar_odd"]["score"], abs=0.5)
+        assert m2["eval/bleu_nat_odd"]["score"] == pytest.approx(m1["eval/bleu_nat_odd"]["score"], abs=0.5)
 
 
 def _wait_for(path_glob, root, proc, timeout=300):
@@ -148,17 +148,17 @@ def test_killed_run_resumes_without_losing_completed_phases(data_files, single_r
     # wait until round 0's AR is complete and round 0's NAT has a mid-phase checkpoint, then kill hard. The marker is
     # the state file inside checkpoint/, which exists only once a complete checkpoint (written whole in
     # checkpoint.new/) has been renamed into place, never while one is being written.
-    reached = _wait_for(f"round-0/work/nar/{CHECKPOINT}/{STATE_FILE}", out, proc)
+    reached = _wait_for(f"round-0/work/nat/{CHECKPOINT}/{STATE_FILE}", out, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert reached, "the run ended before the kill point"
     state = json.loads((out / "em_state.json").read_text())
-    assert "round-0/ar" in state["completed"] and "round-0/nar" not in state["completed"]
+    assert "round-0/ar" in state["completed"] and "round-0/nat" not in state["completed"]
     ar_weights = out / "round-0" / "ar" / "model.safetensors"
     stamp = ar_weights.stat().st_mtime_ns
     resumed = _run(command, cwd=tmp_path)
     assert ar_weights.stat().st_mtime_ns == stamp  # the completed phase was not redone
-    assert "nar: resuming at update" in resumed.stderr
+    assert "nat: resuming at update" in resumed.stderr
     final = json.loads((out / "em_state.json").read_text())["completed"]
     assert final.index("round-0/ar") == 0 and "round-2/saved" in final and len(final) == len(set(final))
 
@@ -222,5 +222,5 @@ def test_example_script_with_a_pretrained_ar_and_tokenizer(data_files, tokenizer
     ar0 = MarianMTModel.from_pretrained(out / "round-0" / "ar")
     for name, tensor in ar.state_dict().items():
         assert torch.equal(tensor, ar0.state_dict()[name]), name
-    assert (out / "round-1" / "nar" / "tokenizer.json").is_file()
+    assert (out / "round-1" / "nat" / "tokenizer.json").is_file()
     assert json.loads((out / "round-0" / "metrics.json").read_text())["em/round"] == 0

@@ -134,7 +134,7 @@ def test_em_run_with_glancing_trains_every_nat_with_the_annealed_ratio(tokenizer
         num_candidates=2,
         candidate_beam_size=2,
         ar_max_steps=2,
-        nar_max_steps=5,
+        nat_max_steps=5,
         warmup_steps=1,
         max_tokens=256,
         max_target_length=24,
@@ -146,5 +146,5 @@ def test_em_run_with_glancing_trains_every_nat_with_the_annealed_ratio(tokenizer
     metrics = EMTrainer(ar, nat, tokenizer, data, data.select(range(4)), args=args).train()
     assert seen == pytest.approx([0.5, 0.45, 0.4, 0.35, 0.3] * 2)  # the raw-data NAT and round 1's NAT
     assert metrics["round-1"]["em/settings"]["nat_glancing_ratio"] == "0.5:0.3"
-    assert metrics["round-1"]["nar/history"][-1]["nar/glancing_ratio"] == pytest.approx(0.3)
-    assert list(metrics["round-0"]["nar/config"]["glancing_ratio"]) == [0.5, 0.3]
+    assert metrics["round-1"]["nat/history"][-1]["nat/glancing_ratio"] == pytest.approx(0.3)
+    assert list(metrics["round-0"]["nat/config"]["glancing_ratio"]) == [0.5, 0.3]

@@ -6,6 +6,7 @@ with the shipped schedule (4 attempts, waits of 2, 4 and 8 s): they fail when re
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def _run(tokenizer, pairs, tmp_path, **overrides):
         num_candidates=2,
         candidate_beam_size=2,
         ar_max_steps=10,
-        nar_max_steps=10,
+        nat_max_steps=10,
         warmup_steps=2,
         max_tokens=256,
         eval_steps=10,
@@ -113,7 +114,7 @@ def test_each_round_is_pushed_with_a_model_card_and_loads_back(server, clock, to
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "translation"
     assert meta["language"] == ["en", "de"] and meta["datasets"] == ["tiny-pairs"] and "em-round-1" in meta["tags"]
     result = meta["model-index"][0]["results"][0]
-    bleu = metrics["round-1"]["eval/bleu_nar_odd"]
+    bleu = metrics["round-1"]["eval/bleu_nat_odd"]
     assert result["metrics"][0]["value"] == bleu["score"]
     assert result["metrics"][0]["args"]["signature"] == bleu["signature"]
     assert "EM round | 1 of 1" in card and "test-user/ar-tiny" in card and 'pipeline("translation"' in card
@@ -121,7 +122,7 @@ def test_each_round_is_pushed_with_a_model_card_and_loads_back(server, clock, to
     # every round's NAT and AR load back from the Hub with the local weights, tensor by tensor
     for t in (0, 1):
         for repo_id, folder, model_class in (
-            ("test-user/em-nat-tiny", "nar", em_nat.NATForConditionalGeneration),
+            ("test-user/em-nat-tiny", "nat", em_nat.NATForConditionalGeneration),
             ("test-user/ar-tiny", "ar", MarianMTModel),
         ):
             local = model_class.from_pretrained(tmp_path / "run" / f"round-{t}" / folder)
@@ -134,10 +135,10 @@ def test_each_round_is_pushed_with_a_model_card_and_loads_back(server, clock, to
     )
     assert clock.sleeps == [] and server.pending_failures() == 0  # nothing was retried
     # round 1's NAT translates from the Hub as the local folder does
-    local = em_nat.NATForConditionalGeneration.from_pretrained(tmp_path / "run" / "round-1" / "nar")
+    local = em_nat.NATForConditionalGeneration.from_pretrained(tmp_path / "run" / "round-1" / "nat")
     translator = pipeline("translation", model="test-user/em-nat-tiny", revision="round-1")
     local_pipe = pipeline(
-        "translation", model=local, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "run" / "round-1" / "nar")
+        "translation", model=local, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "run" / "round-1" / "nat")
     )
     assert translator(pairs[0][0]) == local_pipe(pairs[0][0])
 
@@ -153,7 +154,7 @@ def test_failing_hub_is_retried_reported_and_keeps_local_checkpoints(server, clo
     assert clock.sleeps == SCHEDULE * 4
     run = tmp_path / "run"
     for t in (0, 1):  # training went on and every round is on disk
-        assert (run / f"round-{t}" / "nar" / "model.safetensors").is_file()
+        assert (run / f"round-{t}" / "nat" / "model.safetensors").is_file()
         assert json.loads((run / f"round-{t}" / "metrics.json").read_text())["em/round"] == t
     state = json.loads((run / "em_state.json").read_text())["completed"]
     assert "round-1/saved" in state and "round-1/pushed" not in state
@@ -170,7 +171,7 @@ def test_unreachable_hub_is_reported_and_keeps_local_checkpoints(server, clock, 
         _run(tokenizer, pairs, tmp_path).train()
     assert clock.sleeps == SCHEDULE * 4  # 4 pushes (rounds 0 and 1, twice), each with the whole back-off
     for t in (0, 1):
-        assert (tmp_path / "run" / f"round-{t}" / "nar" / "model.safetensors").is_file()
+        assert (tmp_path / "run" / f"round-{t}" / "nat" / "model.safetensors").is_file()
 
 
 def _completed(run) -> list[str]:
@@ -219,29 +220,28 @@ def _script_data(folder) -> list[str]:
     return options
 
 
-def test_script_writes_every_local_output_then_reports_the_unreachable_hub(server, clock, tmp_path, monkeypatch):
+def test_script_writes_every_local_output_then_reports_the_unreachable_hub(server, tmp_path, monkeypatch):
     """examples/train_em.py --push_to_hub --test with nothing listening at the Hub's address: the results table, the
     test scores and the model card are written, then the failed pushes are reported (exit status 1). The same command
-    with the Hub back trains nothing and pushes the pending rounds, cards with the test results included."""
+    with the Hub back trains nothing and pushes the pending rounds, cards with the test results included. The script
+    runs as a user runs it, in its own process (the shipped back-off, 2 + 4 + 8 s a round, really waits)."""
     from test_example_runs import TINY
-
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    import train_em
 
     run = tmp_path / "run"
     argv = _script_data(tmp_path / "data") + ["--output_dir", str(run), *TINY, "--num_rounds", "1"]
-    argv += "--ar_max_steps 6 --nar_max_steps 6 --push_to_hub --hub_model_id test-user/em-nat-script".split()
+    argv += "--ar_max_steps 6 --nat_max_steps 6 --push_to_hub --hub_model_id test-user/em-nat-script".split()
     argv += "--hub_ar_model_id test-user/ar-script".split()
+    command = [sys.executable, str(EXAMPLES / "train_em.py"), *argv]
     server.shutdown()  # nothing listens at the endpoint any more
-    monkeypatch.setattr(sys, "argv", ["train_em.py", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        train_em.main()
-    message = str(exit_info.value.code)
-    assert message.startswith("Hub push failed") and "rounds [0, 1] could not be pushed" in message
+    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "Hub push failed" in first.stderr and "rounds [0, 1] could not be pushed" in first.stderr
     for name in ("results.md", "results.json", "test_results.md", "test_results.json", "train.log"):
         assert (run / name).is_file(), name
-    assert "Results on the test data" in (run / "round-1" / "nar" / "README.md").read_text()
-    assert clock.sleeps == SCHEDULE * 2  # rounds 0 and 1, each tried once, after the local work
+    assert "Results on the test data" in (run / "round-1" / "nat" / "README.md").read_text()
+    log = (run / "train.log").read_text()
+    for attempt in range(1, 5):  # rounds 0 and 1, each tried with the whole back-off, after the local work
+        assert log.count(f"attempt {attempt}/4 failed") == 2, attempt  # the NAT repo; its failure stops the round
     done = _completed(run)
     assert not any(phase.endswith("/pushed") for phase in done)
     # the Hub is back (at another address): the same command pushes rounds 0 and 1 and trains nothing
@@ -249,25 +249,26 @@ def test_script_writes_every_local_output_then_reports_the_unreachable_hub(serve
     hub_env(monkeypatch, back.url, tmp_path / "hf_home_back")
     stamps = _weights_stamps(run)
     try:
-        train_em.run(argv)
+        second = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        assert second.returncode == 0, second.stderr[-3000:]
         assert _weights_stamps(run) == stamps
         assert _completed(run) == done + ["round-0/pushed", "round-1/pushed"]
         for repo_id in ("test-user/em-nat-script", "test-user/ar-script"):
             assert {"round-0", "round-1"} <= {b.name for b in HfApi().list_repo_refs(repo_id).branches}
         card = open(hf_hub_download("test-user/em-nat-script", "README.md", revision="round-1")).read()
         assert "Results on the test data" in card
-        assert card == (run / "round-1" / "nar" / "README.md").read_text()  # the local card is the pushed one
+        assert card == (run / "round-1" / "nat" / "README.md").read_text()  # the local card is the pushed one
     finally:
         back.shutdown()
 
 
 def _saved_models(tokenizer, root):
-    """A tiny NAT and Marian AR saved the trainer's way, in `root/nar` and `root/ar` (model and tokenizer)."""
+    """A tiny NAT and Marian AR saved the trainer's way, in `root/nat` and `root/ar` (model and tokenizer)."""
     ar, nat = tiny_models(tokenizer)
-    for folder, model in (("nar", nat), ("ar", ar)):
+    for folder, model in (("nat", nat), ("ar", ar)):
         model.save_pretrained(root / folder)
         tokenizer.save_pretrained(root / folder)
-    return root / "nar", root / "ar"
+    return root / "nat", root / "ar"
 
 
 @pytest.mark.parametrize("failing_commit", [0, 1], ids=["weights-commit-fails", "card-commit-fails"])
@@ -339,7 +340,7 @@ def test_model_card_decoding_section_is_the_saved_generation_config(tokenizer, t
     ar, nat = tiny_models(tokenizer)
     nat.generation_config.update(length_beam=3, odd=False, odd_top_k=5, rescore_alpha=1.25)
     ar.generation_config.num_beams = 4
-    nat_folder = tmp_path / "run" / "round-2" / "nar"
+    nat_folder = tmp_path / "run" / "round-2" / "nat"
     nat.save_pretrained(nat_folder)
     ar.save_pretrained(tmp_path / "run" / "round-2" / "ar")
     card = str(hub.build_model_card(2, args, {}, "test-user/nat", folder=str(nat_folder)))
@@ -359,7 +360,7 @@ def test_model_card_decoding_section_is_the_saved_generation_config(tokenizer, t
 
 def test_model_card_without_a_generation_config_shows_the_built_in_defaults(tokenizer, tmp_path):
     ar, nat = tiny_models(tokenizer)
-    folder = tmp_path / "run" / "round-1" / "nar"
+    folder = tmp_path / "run" / "round-1" / "nat"
     nat.save_pretrained(folder)
     ar.save_pretrained(tmp_path / "run" / "round-1" / "ar")  # its generation_config.json sets no num_beams
     ar_card = str(hub.build_model_card(1, _card_args(tmp_path), {}, "test-user/ar", kind="ar"))

@@ -29,8 +29,8 @@ SIZES = (
 ).split()
 TEACHER = "--ar_max_steps 300 --ar_learning_rate 3e-3 --ar_average_checkpoints 2".split()
 EM = (
-    "--num_candidates 2 --candidate_beam_size 2 --nar_max_steps 200 --nar_learning_rate 3e-3 "
-    "--ar_continue_max_steps 30 --nar_average_checkpoints 2"
+    "--num_candidates 2 --candidate_beam_size 2 --nat_max_steps 200 --nat_learning_rate 3e-3 "
+    "--ar_continue_max_steps 30 --nat_average_checkpoints 2"
 ).split()
 
 
@@ -61,22 +61,22 @@ def test_teacher_is_trained_alone_and_em_starts_from_it_as_is(teacher, reduced_r
     from em_nat.trainers.em_trainer import initial_ar_identity
     from transformers import AutoModelForSeq2SeqLM
 
-    assert not (teacher / "round-0" / "nar").exists() and not (teacher / "round-1").exists()
+    assert not (teacher / "round-0" / "nat").exists() and not (teacher / "round-1").exists()
     out, _ = reduced_run
     round0 = json.loads((out / "round-0" / "metrics.json").read_text())
     assert round0["ar/trained"] is False
     expected = initial_ar_identity(AutoModelForSeq2SeqLM.from_pretrained(teacher / "round-0" / "ar"))
     assert round0["em/initial_ar"]["weights_sha256"] == expected["weights_sha256"]
     teacher_round0 = json.loads((teacher / "round-0" / "metrics.json").read_text())
-    assert teacher_round0["ar/eval_loss"] < math.log(1000) - 1 and round0["nar/eval_loss"] < math.log(1000) - 1
+    assert teacher_round0["ar/eval_loss"] < math.log(1000) - 1 and round0["nat/eval_loss"] < math.log(1000) - 1
 
 
 def test_every_round_is_trained_and_scored_once_on_test(reduced_run):
     out, proc = reduced_run
     for t in range(3):
-        assert (out / f"round-{t}" / "nar" / "model.safetensors").is_file()
+        assert (out / f"round-{t}" / "nat" / "model.safetensors").is_file()
         metrics = json.loads((out / f"round-{t}" / "metrics.json").read_text())
-        assert metrics["em/cm"] > 0 and metrics["eval/bleu_nar_odd"]["signature"].startswith("nrefs:1")
+        assert metrics["em/cm"] > 0 and metrics["eval/bleu_nat_odd"]["signature"].startswith("nrefs:1")
     result = json.loads((out / "test_results.json").read_text())
     assert result["test_sentences"] == 100
     assert len(result["rows"]) == 2 + 3 * 3  # AR greedy / beam 5; raw, KD, EM NAT x argmax / ODD / LB 9 + rescoring
@@ -107,7 +107,7 @@ def test_model_card_of_the_last_round_and_the_pipeline(reduced_run):
     import em_nat  # noqa: F401  (registers the NAT and pipeline("translation"))
 
     out, _ = reduced_run
-    card = (out / "round-2" / "nar" / "README.md").read_text()
+    card = (out / "round-2" / "nat" / "README.md").read_text()
     for text in (
         "model-index",
         "multi30k",
@@ -118,6 +118,6 @@ def test_model_card_of_the_last_round_and_the_pipeline(reduced_run):
         "license: cc-by-nc-4.0",
     ):
         assert text in card
-    translator = pipeline("translation", model=str(out / "round-2" / "nar"))
+    translator = pipeline("translation", model=str(out / "round-2" / "nat"))
     result = translator("A man is riding a bicycle.")
     assert isinstance(result[0]["translation_text"], str) and result[0]["translation_text"]

@@ -2,7 +2,6 @@
 no two equal neighbours from `generate(odd=True)`, with a length beam, through the pipeline and in the test tables."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -94,20 +93,20 @@ def test_pipeline_with_odd_leaves_no_equal_neighbours(models, tokenizer, sources
 
 
 def test_test_tables_report_no_repeats_for_odd_rows(models, tokenizer, sources, tmp_path):
-    sys.path.insert(0, str(ROOT / "examples"))
-    import evaluate_em
+    from em_nat.evaluation import evaluate_run
+    from em_nat.rendering import markdown_of_test_results
 
     ar, nat = models
     folder = tmp_path / "round-0"
-    for name, model in (("ar", ar), ("nar", nat)):
+    for name, model in (("ar", ar), ("nat", nat)):
         model.save_pretrained(folder / name)
         tokenizer.save_pretrained(folder / name)
     (folder / "metrics.json").write_text(json.dumps({"em/round": 0, "em/cm": 1.0}))
-    result = evaluate_em.evaluate_run(str(tmp_path), sources, sources, batch1_sentences=1, batch_size=4, warmup=0)
+    result = evaluate_run(str(tmp_path), sources, sources, batch1_sentences=1, batch_size=4, warmup=0)
     rates = {row["name"]: row["repeat_rate"] for row in result["rows"]}
     assert rates["r0/nat_argmax"] > 0.05
     assert rates["r0/nat_odd"] == 0.0 and rates["r0/nat_lb9_odd_rescore"] == 0.0
-    table = evaluate_em.markdown(result)
+    table = markdown_of_test_results(result)
     assert (
         "| NAT, raw data | ODD |" in table and "| 0.0% |" in table.split("| NAT, raw data | ODD |")[1].split("\n")[0]
     )

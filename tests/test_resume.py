@@ -49,7 +49,7 @@ def _trainer(tokenizer, pairs, folder, **overrides):
     examples = _examples(tokenizer, pairs[:32])
     config = PhaseConfig(**{**CONFIG, **overrides})
     return PhaseTrainer(
-        nat, examples, examples[:4], config, Accelerator(cpu=True), str(folder), tokenizer.pad_token_id, "nar"
+        nat, examples, examples[:4], config, Accelerator(cpu=True), str(folder), tokenizer.pad_token_id, "nat"
     )
 
 
@@ -65,7 +65,7 @@ _BASELINES = {}
 def _uninterrupted(tokenizer, pairs, tmp_path_factory, **overrides):
     key = json.dumps(overrides, sort_keys=True)
     if key not in _BASELINES:
-        _BASELINES[key] = _train(tokenizer, pairs, tmp_path_factory.mktemp("baseline") / "nar", **overrides)
+        _BASELINES[key] = _train(tokenizer, pairs, tmp_path_factory.mktemp("baseline") / "nat", **overrides)
     return _BASELINES[key]
 
 
@@ -96,12 +96,12 @@ def _resume_and_compare(tokenizer, pairs, folder, baseline, monkeypatch, first_u
     assert done == list(range(first_update, CONFIG["max_steps"] + 1)), "did not resume from the expected update"
     _assert_same_weights(weights, baseline[0])
     expected = baseline[1]
-    assert metrics["nar/steps"] == expected["nar/steps"]
-    assert [h["step"] for h in metrics["nar/history"]] == [h["step"] for h in expected["nar/history"]]
-    for got, want in zip(metrics["nar/history"], expected["nar/history"]):
-        assert got["nar/eval_loss"] == pytest.approx(want["nar/eval_loss"], abs=1e-6)
-    if "nar/averaged_steps" in expected:
-        assert metrics["nar/averaged_steps"] == expected["nar/averaged_steps"]
+    assert metrics["nat/steps"] == expected["nat/steps"]
+    assert [h["step"] for h in metrics["nat/history"]] == [h["step"] for h in expected["nat/history"]]
+    for got, want in zip(metrics["nat/history"], expected["nat/history"]):
+        assert got["nat/eval_loss"] == pytest.approx(want["nat/eval_loss"], abs=1e-6)
+    if "nat/averaged_steps" in expected:
+        assert metrics["nat/averaged_steps"] == expected["nat/averaged_steps"]
     leftovers = sorted(p for p in os.listdir(folder) if p.endswith((".new", ".old", ".trash", ".tmp")))
     assert not leftovers, f"a killed write's leftovers were not cleaned up: {leftovers}"
 
@@ -129,7 +129,7 @@ def test_phase_killed_after_an_update_resumes_to_the_same_weights(
             raise Killed
 
     monkeypatch.setattr(PhaseTrainer, "_after_update", killed)
-    folder = tmp_path / "nar"
+    folder = tmp_path / "nat"
     with pytest.raises(Killed):
         _train(tokenizer, pairs, folder, **overrides)
     state = json.loads((folder / "checkpoint" / "phase_state.json").read_text())
@@ -181,7 +181,7 @@ def test_phase_killed_inside_a_checkpoint_write_resumes_to_the_same_weights(
         _kill_after_accelerate_state(monkeypatch, at_call=2)  # the checkpoint of update 6
     else:
         _kill_state_write(monkeypatch, at_step=6)
-    folder = tmp_path / "nar"
+    folder = tmp_path / "nat"
     with pytest.raises(Killed):
         _train(tokenizer, pairs, folder)
     # the checkpoint of update 6 was being written: the one of update 3 must be what resumes
@@ -195,7 +195,7 @@ def test_phase_killed_between_the_renames_of_the_swap_rolls_forward(
     checkpoint/ at all; the complete checkpoint.new/ (update 6) is taken."""
     baseline = _uninterrupted(tokenizer, pairs, tmp_path_factory)
     real_replace = os.replace
-    folder = tmp_path / "nar"
+    folder = tmp_path / "nat"
 
     def replace(source, target):
         if str(source).endswith("checkpoint.new") and os.path.isdir(str(target) + ".old"):
@@ -233,7 +233,7 @@ def _damage_weights(path):
 def test_damaged_only_checkpoint_gives_an_error_naming_it_and_the_recovery(
     tokenizer, pairs, tmp_path, monkeypatch, damage
 ):
-    folder = tmp_path / "nar"
+    folder = tmp_path / "nat"
     _kill_after_accelerate_state(monkeypatch, at_call=2)
     with pytest.raises(Killed):
         _train(tokenizer, pairs, folder)
@@ -243,11 +243,11 @@ def test_damaged_only_checkpoint_gives_an_error_naming_it_and_the_recovery(
     with pytest.raises(ValueError) as error:
         _train(tokenizer, pairs, folder)
     message = str(error.value)
-    assert str(state_file) in message and f"Delete {folder / 'checkpoint'} to restart the nar phase" in message
+    assert str(state_file) in message and f"Delete {folder / 'checkpoint'} to restart the nat phase" in message
     if damage is _damage_state:  # the recovery the message gives works
         shutil.rmtree(folder / "checkpoint")
         _, metrics = _train(tokenizer, pairs, folder)
-        assert metrics["nar/steps"] == CONFIG["max_steps"]
+        assert metrics["nat/steps"] == CONFIG["max_steps"]
 
 
 # ----- em_state.json ---------------------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_em_state_killed_inside_its_write_keeps_the_previous_record(tokenizer, p
 
     monkeypatch.setattr(json, "dump", half_dump)
     with pytest.raises(Killed):
-        trainer._complete("round-0/nar")
+        trainer._complete("round-0/nat")
     monkeypatch.setattr(json, "dump", real_dump)
     assert path.read_text() == before
     assert _em_trainer(tokenizer, pairs, tmp_path).state["completed"] == ["round-0/ar"]

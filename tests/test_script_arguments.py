@@ -53,14 +53,13 @@ def test_case_table_is_not_empty():
 # calls the script's own parse_args, which is what `python examples/train_em.py ARGS` runs first.
 DRIVER = """
 import contextlib, io, json, sys
-sys.path.insert(0, sys.argv[1])
-import train_em
+from em_nat.train_cli import parse_args
 results = []
 for args in json.loads(sys.argv[2]):
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         try:
-            train_em.parse_args(args)
+            parse_args(args, sys.argv[1])
             code = 0
         except SystemExit as exit:
             code = exit.code
@@ -72,7 +71,7 @@ print(json.dumps(results))
 def test_bad_options_are_refused_at_parsing(nat_folder):
     cases = [[a.replace("{nat}", str(nat_folder)) for a in args] for args, _ in CASES]
     result = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(ROOT / "examples"), json.dumps(cases)],
+        [sys.executable, "-c", DRIVER, str(ROOT / "examples" / "presets"), json.dumps(cases)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -95,9 +94,9 @@ def test_a_bad_option_stops_the_real_command_before_any_work(tmp_path):
 def test_blank_training_line_names_the_command_line_fix_and_drop_empty_drops_it(tmp_path):
     """A blank pair stops the run with a message naming --drop_empty; with --drop_empty the other pairs load."""
     from em_nat.data import DataError
+    from em_nat.train_cli import load_data, parse_args
 
-    sys.path.insert(0, str(ROOT / "examples"))
-    import train_em
+    presets = str(ROOT / "examples" / "presets")
 
     train = tmp_path / "train.tsv"
     train.write_text("a house\tein Haus\n\t\na cat\teine Katze\n")
@@ -111,11 +110,11 @@ def test_blank_training_line_names_the_command_line_fix_and_drop_empty_drops_it(
         "--output_dir",
         str(tmp_path / "r"),
     ]
-    script, em, synthetic = train_em.parse_args(options)
+    script, em = parse_args(options, presets)
     with pytest.raises(DataError, match="--drop_empty"):
-        train_em.load_data(script, em, synthetic)
-    script, em, synthetic = train_em.parse_args([*options, "--drop_empty"])
-    assert [p["de"] for p in train_em.load_data(script, em, synthetic)["train"]["translation"]] == [
+        load_data(script, em)
+    script, em = parse_args([*options, "--drop_empty"], presets)
+    assert [p["de"] for p in load_data(script, em)["train"]["translation"]] == [
         "ein Haus",
         "eine Katze",
     ]
@@ -133,12 +132,9 @@ def test_blank_training_line_names_the_command_line_fix_and_drop_empty_drops_it(
         ("benchmark", "--d-model", "1.5", "argument --d-model: must be an integer, got '1.5'"),
     ],
 )
-def test_numeric_options_of_the_other_scripts_are_checked_at_parsing(script, option, value, message, capsys):
+def test_numeric_options_of_the_other_scripts_are_checked_at_parsing(script, option, value, message):
     """evaluate_em.py and benchmark.py: a number out of range stops argparse (exit 2) naming option, value, range."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    module = __import__(script)
     required = ["--run_dir", "r", "--source", "s", "--reference", "t"] if script == "evaluate_em" else []
-    parse = module.main if script == "evaluate_em" else module.parse_args
-    with pytest.raises(SystemExit) as exit_info:
-        parse([*required, option, value])
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    command = [sys.executable, str(ROOT / "examples" / f"{script}.py"), *required, option, value]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and message in result.stderr

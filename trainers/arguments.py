@@ -11,7 +11,7 @@ from .candidates import CANDIDATE_BACKENDS, CandidateSettings
 from .glancing import parse_glancing_ratio
 from .training import PhaseConfig
 
-NAR_TARGETS = ("one_best", "previous_selection")
+NAT_TARGETS = ("one_best", "previous_selection")
 
 # Valid values of every numeric option: (lowest, highest, values allowed outside that range). None = unbounded.
 # Checked in one place (`check_numeric_ranges`), where the arguments enter, with the option, value and range named.
@@ -23,11 +23,11 @@ NUMERIC_RANGES = {
     "max_source_length": (1, None, ()),
     "max_target_length": (2, None, ()),
     "ar_learning_rate": (1e-12, None, ()),
-    "nar_learning_rate": (1e-12, None, ()),
+    "nat_learning_rate": (1e-12, None, ()),
     "ar_max_steps": (1, None, (-1,)),
-    "nar_max_steps": (1, None, (-1,)),
+    "nat_max_steps": (1, None, (-1,)),
     "ar_num_epochs": (1e-9, None, ()),
-    "nar_num_epochs": (1e-9, None, ()),
+    "nat_num_epochs": (1e-9, None, ()),
     "warmup_steps": (0, None, ()),
     "max_tokens": (1, None, ()),
     "gradient_accumulation_steps": (1, None, ()),
@@ -37,7 +37,7 @@ NUMERIC_RANGES = {
     "eval_steps": (1, None, ()),
     "save_steps": (1, None, ()),
     "ar_average_checkpoints": (1, None, ()),
-    "nar_average_checkpoints": (1, None, ()),
+    "nat_average_checkpoints": (1, None, ()),
     "seed": (0, None, ()),
     "generation_max_sentences": (1, None, ()),
     "generation_max_len_a": (0, None, ()),
@@ -59,7 +59,7 @@ def check_numeric_ranges(values: dict, ranges: dict) -> None:
             raise ValueError(f"{name} must be {bounds}{extra}, got {value}.")
 
 
-RESTART_CHOICES = ("both", "nar", "ar", "none")
+RESTART_CHOICES = ("both", "nat", "ar", "none")
 
 
 def check_candidate_backend(backend: str, compute_type: str) -> None:
@@ -77,7 +77,7 @@ def check_candidate_backend(backend: str, compute_type: str) -> None:
 
 @dataclass
 class EMTrainingArguments:
-    """Settings of [`EMTrainer`]. Fields prefixed `ar_` / `nar_` apply to one phase; the rest to both."""
+    """Settings of [`EMTrainer`]. Fields prefixed `ar_` / `nat_` apply to one phase; the rest to both."""
 
     output_dir: str = field(metadata={"help": "Where each round's models, data and metrics are written."})
     num_rounds: int = field(default=2, metadata={"help": "EM rounds T after AR_0 (round 1 is sequence-level KD)."})
@@ -94,10 +94,10 @@ class EMTrainingArguments:
         default="int8",
         metadata={"help": "CTranslate2 weight type of the candidate AR ('int8', 'float32', ...); ctranslate2 only."},
     )
-    nar_targets: str = field(
+    nat_targets: str = field(
         default="one_best",
         metadata={
-            "help": "Routing: round t's NAR trains on the AR 1-best Y_t ('one_best', paper) or on the previous "
+            "help": "Routing: round t's NAT trains on the AR 1-best Y_t ('one_best', paper) or on the previous "
             "round's selection S_{t-1} ('previous_selection'; round 1 always uses Y_1)."
         },
     )
@@ -105,7 +105,7 @@ class EMTrainingArguments:
         default="both",
         metadata={
             "help": "Which models restart from their initial weights each round: 'both' (official scripts), "
-            "'nar', 'ar' or 'none'; the others continue from the previous round."
+            "'nat', 'ar' or 'none'; the others continue from the previous round."
         },
     )
     ar_continue_max_steps: int = field(
@@ -118,7 +118,7 @@ class EMTrainingArguments:
     train_final_ar: bool = field(
         default=True,
         metadata={
-            "help": "Train the last round's AR on the last selection; it feeds no NAR of this run, so turning it "
+            "help": "Train the last round's AR on the last selection; it feeds no NAT of this run, so turning it "
             "off saves time (the round's AR folder then holds the previous AR)."
         },
     )
@@ -134,11 +134,11 @@ class EMTrainingArguments:
     max_target_length: int = field(default=128, metadata={"help": "Targets and generations are capped here."})
 
     ar_learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate of the AR phase."})
-    nar_learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate of the NAR phase."})
+    nat_learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate of the NAT phase."})
     ar_max_steps: int = field(default=-1, metadata={"help": "AR updates per phase; -1 uses ar_num_epochs."})
-    nar_max_steps: int = field(default=-1, metadata={"help": "NAR updates per phase; -1 uses nar_num_epochs."})
+    nat_max_steps: int = field(default=-1, metadata={"help": "NAT updates per phase; -1 uses nat_num_epochs."})
     ar_num_epochs: float = field(default=10.0, metadata={"help": "AR epochs per phase when ar_max_steps is -1."})
-    nar_num_epochs: float = field(default=10.0, metadata={"help": "NAR epochs per phase when nar_max_steps is -1."})
+    nat_num_epochs: float = field(default=10.0, metadata={"help": "NAT epochs per phase when nat_max_steps is -1."})
     warmup_steps: int = field(default=4000, metadata={"help": "Inverse-sqrt warm-up updates (paper: 4000)."})
     max_tokens: int = field(default=4096, metadata={"help": "Token budget of a training batch (padded tokens)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer update."})
@@ -164,7 +164,7 @@ class EMTrainingArguments:
             "updates, the last update included); 1 = no averaging (keep_checkpoint decides)."
         },
     )
-    nar_average_checkpoints: int = field(default=1, metadata={"help": "As ar_average_checkpoints, for the NAT phase."})
+    nat_average_checkpoints: int = field(default=1, metadata={"help": "As ar_average_checkpoints, for the NAT phase."})
     mixed_precision: str = field(
         default="no", metadata={"help": "'no', 'bf16' or 'fp16' (fp16 needs a GPU; on CPU use bf16 or no)."}
     )
@@ -208,8 +208,10 @@ class EMTrainingArguments:
                 f"({self.generation_max_len_b}) must be >= 0; generation_max_len_a=0 turns the cap off."
             )
         check_candidate_backend(self.candidate_backend, self.candidate_compute_type)
-        if self.nar_targets not in NAR_TARGETS:
-            raise ValueError(f"nar_targets must be one of {NAR_TARGETS}, got {self.nar_targets!r}.")
+        if self.nat_targets not in NAT_TARGETS:
+            raise ValueError(f"nat_targets must be one of {NAT_TARGETS}, got {self.nat_targets!r}.")
+        if self.restart == "nar":  # the spelling before the rename to one name, NAT
+            self.restart = "nat"
         if self.restart not in RESTART_CHOICES:
             raise ValueError(f"restart must be one of {RESTART_CHOICES}, got {self.restart!r}.")
         if self.keep_checkpoint not in ("best", "last"):
@@ -228,14 +230,14 @@ class EMTrainingArguments:
                 f"num_rounds must be >= 0 (0: round 0 only, e.g. to train a teacher AR) and num_candidates >= 1; got "
                 f"num_rounds={self.num_rounds}, num_candidates={self.num_candidates}."
             )
-        for name in ("ar_average_checkpoints", "nar_average_checkpoints"):
+        for name in ("ar_average_checkpoints", "nat_average_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (1 = no averaging), got {getattr(self, name)}.")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("push_to_hub needs hub_model_id (e.g. 'your-name/em-nat-en-de').")
 
     def restarts(self, name: str) -> bool:
-        """Whether the "ar" or "nar" model restarts from its initial weights each round."""
+        """Whether the "ar" or "nat" model restarts from its initial weights each round."""
         return self.restart in ("both", name)
 
     def candidate_settings(self) -> CandidateSettings:
@@ -252,7 +254,7 @@ class EMTrainingArguments:
         )
 
     def phase_config(self, name: str, continued: bool = False) -> PhaseConfig:
-        """The [`PhaseConfig`] of the "ar" or "nar" phase (`continued`: an AR continuing from the last round)."""
+        """The [`PhaseConfig`] of the "ar" or "nat" phase (`continued`: an AR continuing from the last round)."""
         max_steps = getattr(self, f"{name}_max_steps")
         if continued and name == "ar" and self.ar_continue_max_steps > 0:
             max_steps = self.ar_continue_max_steps
@@ -270,7 +272,7 @@ class EMTrainingArguments:
             save_steps=self.save_steps,
             keep=self.keep_checkpoint,
             average_last=getattr(self, f"{name}_average_checkpoints"),
-            glancing_ratio=parse_glancing_ratio(self.nat_glancing_ratio) if name == "nar" else (0.0, 0.0),
+            glancing_ratio=parse_glancing_ratio(self.nat_glancing_ratio) if name == "nat" else (0.0, 0.0),
             seed=self.seed,
         )
 

@@ -1,8 +1,8 @@
-"""The E-step side of EM (PAPER.md, "The EM loop"): AR beam candidates and the NAR's selection among them.
+"""The E-step side of EM (PAPER.md, "The EM loop"): AR beam candidates and the NAT's selection among them.
 
 Candidates are generated in length-sorted batches sharded over processes and gathered, so every source is covered
 exactly once whatever the number of processes. Selection keeps, for each source, the candidate with the highest
-NAR total log-likelihood (length term included, not length-normalised); ties go to the better beam rank.
+NAT total log-likelihood (length term included, not length-normalised); ties go to the better beam rank.
 """
 
 import math
@@ -30,12 +30,19 @@ def length_sorted_batches(lengths: list[int], max_tokens: int, max_sentences: in
     return batches
 
 
+def pad_rows(rows: list[list[int]], value: int, width: int | None = None) -> torch.Tensor:
+    """The one padding helper: id lists as a (len(rows), width) long tensor, right-padded with `value`; `width`
+    defaults to the longest row."""
+    width = max(map(len, rows), default=0) if width is None else width
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
 def pad_sources(sources: list[list[int]], indices: list[int], pad_token_id: int, device):
     """(batch, src_len) input_ids and attention_mask for `indices`."""
-    longest = max(len(sources[i]) for i in indices)
-    input_ids = torch.full((len(indices), longest), pad_token_id, dtype=torch.long)
-    for row, i in enumerate(indices):
-        input_ids[row, : len(sources[i])] = torch.tensor(sources[i])
+    input_ids = pad_rows([sources[i] for i in indices], pad_token_id)
     return input_ids.to(device), input_ids.ne(pad_token_id).long().to(device)
 
 
@@ -254,7 +261,7 @@ def score_candidates(
     pad_token_id: int,
     max_sentences: int = 32,
 ) -> list[list[float]]:
-    """NAR total log-likelihood of every candidate of every source, shape [num_sources][N].
+    """NAT total log-likelihood of every candidate of every source, shape [num_sources][N].
 
     Candidates longer than the NAT can decode score -inf (they can never be selected).
     """
@@ -278,7 +285,7 @@ def score_candidates(
         return [(i, scores[row, : len(candidates[i])].tolist()) for row, i in enumerate(indices)]
 
     batches = length_sorted_batches([len(s) for s in sources], 10**9, max_sentences)
-    by_index = map_sharded(run, batches, accelerator, "NAR scores")
+    by_index = map_sharded(run, batches, accelerator, "NAT scores")
     return [by_index[i] for i in range(len(sources))]
 
 

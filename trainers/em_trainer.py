@@ -4,8 +4,8 @@
     for t = 1..T:
         C_t   := top-N AR_{t-1} beam hypotheses      generate_candidates
         Y_t   := 1-best of C_t                       (t = 1: sequence-level KD)
-        NAR_t := NAR trained on (X, Y_t)             train_nar
-        S_t   := argmax_c log p_NAR_t(c | x)         select_targets
+        NAT_t := NAT trained on (X, Y_t)             train_nat
+        S_t   := argmax_c log p_NAT_t(c | x)         select_targets
         AR_t  := AR trained on (X, S_t)              train_ar
         evaluate, save_round (and push)
 
@@ -13,7 +13,7 @@ Each completed phase is recorded in `output_dir/em_state.json`; re-running the s
 last completed phase, and inside a phase from its last checkpoint. Pushes are recorded the same way
 (`round-<t>/pushed`): a push that fails leaves the round pending, and a later `train()` or `push()` retries only the
 pending rounds. Each phase logs one line to `em_nat.logging_setup.PHASE_LOGGER` (what a script shows on the console)
-and records its wall-clock seconds in the round's metrics (`time/<phase>_seconds`: ar, nar, candidates, selection,
+and records its wall-clock seconds in the round's metrics (`time/<phase>_seconds`: ar, nat, candidates, selection,
 evaluate; the time of the process run that completed the phase).
 """
 
@@ -21,7 +21,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 
 import torch
@@ -31,27 +30,26 @@ from accelerate.utils import gather_object, set_seed
 from datasets import Dataset, load_from_disk
 
 from em_nat.logging_setup import LOG_FILE, format_duration, get_phase_logger
+from em_nat.run_dir import RunDir
 
 from ..hub import HubPushError, push_round
 from ..metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
 from ..modeling import check_tokenizer_compatible
 from .arguments import EMTrainingArguments
 from .candidates import generate_candidates, score_candidates, select_targets, translate
-from .training import Example, PhaseTrainer, read_json_state, write_json_atomic
+from .training import Example, PhaseTrainer
 
 logger = get_logger(__name__)
 phase_logger = get_phase_logger()  # one line per phase, for the console (em_nat/logging_setup.py)
 
-STATE_FILE = "em_state.json"
-
 
 class EMTrainer:
-    """Alternate AR and NAR training over EM rounds.
+    """Alternate AR and NAT training over EM rounds.
 
     Args:
         ar_model: any `AutoModelForSeq2SeqLM` on `tokenizer` (randomly initialised, or trained with
             `args.train_initial_ar=False`).
-        nar_model: a [`NATForConditionalGeneration`] on the same tokenizer.
+        nat_model: a [`NATForConditionalGeneration`] on the same tokenizer.
         tokenizer: the shared tokenizer.
         train_dataset / eval_dataset: `datasets.Dataset` with a "translation" column holding
             `args.source_lang` and `args.target_lang`; eval may carry a "references" column (multi-reference BLEU).
@@ -59,29 +57,30 @@ class EMTrainer:
         accelerator: an `Accelerator`; built from `args` when not given.
     """
 
-    def __init__(self, ar_model, nar_model, tokenizer, train_dataset, eval_dataset=None, args=None, accelerator=None):
+    def __init__(self, ar_model, nat_model, tokenizer, train_dataset, eval_dataset=None, args=None, accelerator=None):
         if args is None:
             raise ValueError("EMTrainer needs args=EMTrainingArguments(output_dir=...).")
         self.args = args
         self.tokenizer = tokenizer
-        self.ar_model, self.nar_model = ar_model, nar_model
-        check_models_share_tokenizer(ar_model, nar_model, tokenizer)
+        self.ar_model, self.nat_model = ar_model, nat_model
+        check_models_share_tokenizer(ar_model, nat_model, tokenizer)
         self.train_sources, self.train_targets = self._tokenize(train_dataset, "train_dataset")
         self.eval_sources, self.eval_targets, self.eval_references = [], [], []
         if eval_dataset is not None:
             self.eval_sources, self.eval_targets = self._tokenize(eval_dataset, "eval_dataset")
             self.eval_references = _references(eval_dataset, args)
         check_lengths_fit_models(
-            ar_model, nar_model, self.train_sources + self.eval_sources, self.train_targets + self.eval_targets
+            ar_model, nat_model, self.train_sources + self.eval_sources, self.train_targets + self.eval_targets
         )
         self.accelerator = accelerator or make_accelerator(args)
+        self.run = RunDir(args.output_dir)
         self._check_output_dir()
         if args.overwrite_output_dir and self.accelerator.is_main_process:
             # start truly fresh, but keep the caller's tokenizer and the log file its script is writing
-            remove_run_outputs(args.output_dir, keep=("tokenizer", LOG_FILE))
+            self.run.remove_outputs(keep=("tokenizer", LOG_FILE))
         self.accelerator.wait_for_everyone()
         set_seed(args.seed)
-        self.initial_ar, self.initial_nar = copy.deepcopy(ar_model).cpu(), copy.deepcopy(nar_model).cpu()
+        self.initial_ar, self.initial_nat = copy.deepcopy(ar_model).cpu(), copy.deepcopy(nat_model).cpu()
         self.state = self._load_state()
         self.pending_pushes = {}
 
@@ -112,10 +111,9 @@ class EMTrainer:
     def _check_output_dir(self):
         """Refuse to resume a run folder that holds another run: its fingerprint (settings, data content, tokenizer,
         model configs) must equal this one's. The message names the first entry that differs."""
-        path = os.path.join(self.args.output_dir, STATE_FILE)
-        if not os.path.isfile(path) or self.args.overwrite_output_dir:
+        if not self.run.has_state() or self.args.overwrite_output_dir:
             return
-        saved = read_json_state(path, _state_recovery(self.args.output_dir))["fingerprint"]
+        saved = self.run.read_state()["fingerprint"]
         current = json.loads(json.dumps(self._fingerprint()))
         unknown = [key for key in current if key not in saved]
         if unknown:  # a run folder from before these entries were recorded: what it recorded is compared
@@ -139,7 +137,7 @@ class EMTrainer:
             "eval_data": _digest([self.eval_sources, self.eval_targets]),
             "tokenizer": _digest(sorted(self.tokenizer.get_vocab().items())),
             "ar_config": _config_fingerprint(self.ar_model),
-            "nat_config": _config_fingerprint(self.nar_model),
+            "nat_config": _config_fingerprint(self.nat_model),
             **({} if self.args.train_initial_ar else {"initial_ar": initial_ar_identity(self.ar_model)}),
         }
 
@@ -147,9 +145,8 @@ class EMTrainer:
         """The run's record of completed phases. It is only ever replaced whole (`_complete`), so a kill leaves the
         old or the new record; a file that still does not parse (damaged disk, edited by hand) raises a
         `ValueError` naming it and the recovery (delete it, or --overwrite_output_dir, to start the run over)."""
-        path = os.path.join(self.args.output_dir, STATE_FILE)
-        if os.path.isfile(path) and not self.args.overwrite_output_dir:
-            return read_json_state(path, _state_recovery(self.args.output_dir))
+        if self.run.has_state() and not self.args.overwrite_output_dir:
+            return self.run.read_state()
         return {"fingerprint": json.loads(json.dumps(self._fingerprint())), "completed": [], "metrics": {}}
 
     def _done(self, phase: str) -> bool:
@@ -165,11 +162,7 @@ class EMTrainer:
         if metrics:
             self.state["metrics"].setdefault(phase.split("/")[0], {}).update(metrics)
         if self.accelerator.is_main_process:
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            write_json_atomic(os.path.join(self.args.output_dir, STATE_FILE), self.state, indent=1)  # tmp + rename
-
-    def _dir(self, round_index: int, *parts) -> str:
-        return os.path.join(self.args.output_dir, f"round-{round_index}", *parts)
+            self.run.write_state(self.state)  # tmp + rename
 
     # ----- the loop -----------------------------------------------------------------------------------------------
 
@@ -189,18 +182,18 @@ class EMTrainer:
         if args.report_to != "none":
             self.accelerator.init_trackers("em_nat", config=args.to_dict())
         ar = self.train_ar(0, self.train_targets)
-        nat = self.train_nar(0, self.train_targets) if args.train_raw_nat else None
+        nat = self.train_nat(0, self.train_targets) if args.train_raw_nat else None
         self.evaluate(0, ar, nat, self.train_targets)
         self.save_round(0, push=push)
         selection = None
         for t in range(1, args.num_rounds + 1):
             candidates = self.generate_candidates(t, ar)
             one_best = [c[0] for c in candidates["candidate_ids"]]
-            nar_targets = one_best if (args.nar_targets == "one_best" or selection is None) else selection
-            nat = self.train_nar(t, nar_targets)
-            selection = self.select_targets(t, nat, candidates, nar_targets)
+            nat_targets = one_best if (args.nat_targets == "one_best" or selection is None) else selection
+            nat = self.train_nat(t, nat_targets)
+            selection = self.select_targets(t, nat, candidates, nat_targets)
             ar = self.train_ar(t, selection)
-            self.evaluate(t, ar, nat, nar_targets)
+            self.evaluate(t, ar, nat, nat_targets)
             self.save_round(t, push=push)
         if args.report_to != "none":
             self.accelerator.end_training()
@@ -212,15 +205,15 @@ class EMTrainer:
 
     def _phase_model(self, name, round_index):
         """The model a phase starts from: initial weights (restart, or round 0) or the previous round's."""
-        initial = self.initial_ar if name == "ar" else self.initial_nar
+        initial = self.initial_ar if name == "ar" else self.initial_nat
         if self.args.restarts(name) or round_index == 0:
             return copy.deepcopy(initial)
-        return type(initial).from_pretrained(self._dir(round_index - 1, name))
+        return type(initial).from_pretrained(self.run.model(round_index - 1, name))
 
     def _train_phase(self, name, round_index, targets):
         phase = f"round-{round_index}/{name}"
-        folder = self._dir(round_index, name)
-        model_class = type(self.initial_ar if name == "ar" else self.initial_nar)
+        folder = self.run.model(round_index, name)
+        model_class = type(self.initial_ar if name == "ar" else self.initial_nat)
         if self._done(phase):
             logger.info(f"{phase}: complete, loaded from {folder}")
             return model_class.from_pretrained(folder)
@@ -231,7 +224,7 @@ class EMTrainer:
             metrics = {"ar/trained": False, "em/initial_ar": initial_ar_identity(model)}
             phase_logger.info("round 0: AR given, not trained (train_initial_ar false)")
         elif final_ar:
-            model, metrics = model_class.from_pretrained(self._dir(round_index - 1, "ar")), {"ar/trained": False}
+            model, metrics = model_class.from_pretrained(self.run.model(round_index - 1, "ar")), {"ar/trained": False}
             phase_logger.info(f"round {round_index}: AR of round {round_index - 1} kept (train_final_ar false)")
         else:
             trainer = PhaseTrainer(
@@ -240,7 +233,7 @@ class EMTrainer:
                 [Example(s, t) for s, t in zip(self.eval_sources, self.eval_targets)],
                 self.args.phase_config(name, continued=round_index > 0 and not self.args.restarts(name)),
                 self.accelerator,
-                self._dir(round_index, "work", name),
+                self.run.work(round_index, name),
                 self.tokenizer.pad_token_id,
                 name,
             )
@@ -259,12 +252,12 @@ class EMTrainer:
         return model
 
     def train_ar(self, round_index: int, targets: list[list[int]]):
-        """AR phase: AR_0 on the real targets, AR_t on the NAR's selection S_t."""
+        """AR phase: AR_0 on the real targets, AR_t on the NAT's selection S_t."""
         return self._train_phase("ar", round_index, targets)
 
-    def train_nar(self, round_index: int, targets: list[list[int]]):
-        """NAR phase: on the raw targets (round 0), the AR 1-best Y_t, or the previous selection."""
-        return self._train_phase("nar", round_index, targets)
+    def train_nat(self, round_index: int, targets: list[list[int]]):
+        """NAT phase: on the raw targets (round 0), the AR 1-best Y_t, or the previous selection."""
+        return self._train_phase("nat", round_index, targets)
 
     def _save_model(self, model, folder):
         if self.accelerator.is_main_process:
@@ -275,7 +268,7 @@ class EMTrainer:
     def generate_candidates(self, round_index: int, ar) -> dict:
         """C_t: the AR's top-N beam hypotheses for every training source (saved as a `datasets` folder)."""
         phase = f"round-{round_index}/candidates"
-        folder = self._dir(round_index, "candidates")
+        folder = self.run.candidates(round_index)
         started = time.perf_counter()
         if not self._done(phase):
             ids, scores = generate_candidates(
@@ -295,10 +288,10 @@ class EMTrainer:
             )
         return load_from_disk(folder).to_dict()
 
-    def select_targets(self, round_index: int, nat, candidates: dict, nar_targets) -> list[list[int]]:
-        """S_t: per source, the candidate with the highest NAR log-likelihood; saves the round's data."""
+    def select_targets(self, round_index: int, nat, candidates: dict, nat_targets) -> list[list[int]]:
+        """S_t: per source, the candidate with the highest NAT log-likelihood; saves the round's data."""
         phase = f"round-{round_index}/selection"
-        folder = self._dir(round_index, "data")
+        folder = self.run.selection_data(round_index)
         if not self._done(phase):
             started = time.perf_counter()
             ids = candidates["candidate_ids"]
@@ -318,10 +311,10 @@ class EMTrainer:
                 "candidates": [decode(c) for c in ids],
                 "candidate_ids": ids,
                 "ar_scores": candidates["ar_scores"],
-                "nar_scores": scores,
+                "nat_scores": scores,
                 "one_best": decode([c[0] for c in ids]),
-                "nar_target": decode(nar_targets),
-                "nar_target_ids": nar_targets,
+                "nat_target": decode(nat_targets),
+                "nat_target_ids": nat_targets,
                 "selection": chosen,
                 "selected": decode([c[k] for c, k in zip(ids, chosen)]),
                 "selected_ids": [c[k] for c, k in zip(ids, chosen)],
@@ -382,8 +375,8 @@ class EMTrainer:
                     out = translate(
                         nat, sources, self.accelerator, pad, eos, args.generation_max_sentences, odd=odd, length_beam=1
                     )
-                    metrics[f"eval/bleu_nar_{name}"] = corpus_bleu(decode(out), references)
-                    metrics[f"eval/repeat_rate_nar_{name}"] = repeated_token_rate(out)
+                    metrics[f"eval/bleu_nat_{name}"] = corpus_bleu(decode(out), references)
+                    metrics[f"eval/repeat_rate_nat_{name}"] = repeated_token_rate(out)
                 valid_scores = score_candidates(
                     nat,
                     sources,
@@ -418,12 +411,10 @@ class EMTrainer:
         if not self._done(phase):
             metrics = self.state["metrics"].get(f"round-{round_index}", {})
             if self.accelerator.is_main_process:
-                os.makedirs(self._dir(round_index), exist_ok=True)
-                with open(self._dir(round_index, "metrics.json"), "w") as handle:
-                    json.dump(metrics, handle, indent=1)
+                self.run.write_metrics(round_index, metrics)
             self.accelerator.wait_for_everyone()
             self._complete(phase)
-            logger.info(f"round {round_index}: saved under {self._dir(round_index)}")
+            logger.info(f"round {round_index}: saved under {self.run.round(round_index)}")
         if self.args.push_to_hub and push:
             self.push_round(round_index)
 
@@ -476,7 +467,7 @@ class EMTrainer:
         """Push one round (main process); returns the error message of a push that failed after its retries."""
         try:
             pushed = push_round(
-                self._dir(round_index),
+                self.run,
                 round_index,
                 self.args,
                 self.state["metrics"].get(f"round-{round_index}", {}),
@@ -511,26 +502,26 @@ def make_accelerator(args: EMTrainingArguments) -> Accelerator:
     )
 
 
-def check_models_share_tokenizer(ar_model, nar_model, tokenizer):
+def check_models_share_tokenizer(ar_model, nat_model, tokenizer):
     """The AR and the NAT must read and write the same ids: same vocabulary size and special tokens as the
     tokenizer (one joint vocabulary, PAPER.md)."""
-    check_tokenizer_compatible(tokenizer, nar_model.config)
+    check_tokenizer_compatible(tokenizer, nat_model.config)
     check_tokenizer_compatible(tokenizer, ar_model.config)
     ar_vocab = ar_model.get_input_embeddings().num_embeddings
-    if ar_vocab != nar_model.config.vocab_size:
+    if ar_vocab != nat_model.config.vocab_size:
         raise ValueError(
-            f"The AR has {ar_vocab} embeddings but the NAT has vocab_size {nar_model.config.vocab_size}: they must "
+            f"The AR has {ar_vocab} embeddings but the NAT has vocab_size {nat_model.config.vocab_size}: they must "
             "share one tokenizer. Build both on it (em_nat.build_ar_model / build_nat_model), or load the AR's "
             "tokenizer and build the NAT from that."
         )
 
 
-def check_lengths_fit_models(ar_model, nar_model, sources, targets):
+def check_lengths_fit_models(ar_model, nat_model, sources, targets):
     """The tokenized sequences (already truncated to `max_source_length` / `max_target_length`) must fit both models'
     position embeddings; a longer one would fail deep inside the model at its first step (an `IndexError` in
     Marian) rather than here."""
     longest = {"max_source_length": max(map(len, sources)), "max_target_length": max(map(len, targets))}
-    for who, model in (("AR", ar_model), ("NAT", nar_model)):
+    for who, model in (("AR", ar_model), ("NAT", nat_model)):
         positions = getattr(model.config, "max_position_embeddings", None)
         for option, length in longest.items():
             if positions is not None and length > positions:
@@ -539,42 +530,6 @@ def check_lengths_fit_models(ar_model, nar_model, sources, targets):
                     f"after truncation to {option}, but the {who}'s max_position_embeddings is {positions}: it could "
                     f"not embed them. Set {option} to at most {positions}."
                 )
-
-
-def _state_recovery(output_dir) -> str:
-    return (
-        f"It records which phases of the EM run in {output_dir} are complete. Delete it (or pass "
-        "--overwrite_output_dir) to start the run over there."
-    )
-
-
-RUN_OUTPUTS = (
-    "em_state.json",
-    "round-*",
-    "tokenizer",
-    "results.md",
-    "results.json",
-    "test_results.md",
-    "test_results.json",
-    "logs",
-    LOG_FILE,
-)
-
-
-def remove_run_outputs(output_dir: str, keep: tuple = ()) -> list[str]:
-    """Delete what an EM run writes into `output_dir` (state, rounds, tokenizer, result tables), nothing else, so
-    that an overwritten run starts truly fresh. Returns the removed paths."""
-    import glob
-    import shutil
-
-    removed = []
-    for pattern in RUN_OUTPUTS:
-        if pattern in keep:
-            continue
-        for path in sorted(glob.glob(os.path.join(output_dir, pattern))):
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-            removed.append(path)
-    return removed
 
 
 def _digest(value) -> str:
@@ -614,8 +569,8 @@ def _evaluation_summary(flat: dict, num_beams: int) -> str:
     parts = []
     if "eval/bleu_ar_beam" in flat:
         parts.append(f"BLEU AR beam {num_beams} {flat['eval/bleu_ar_beam']:.2f}")
-    if "eval/bleu_nar_odd" in flat:
-        parts.append(f"NAT ODD {flat['eval/bleu_nar_odd']:.2f}, argmax {flat['eval/bleu_nar_argmax']:.2f}")
+    if "eval/bleu_nat_odd" in flat:
+        parts.append(f"NAT ODD {flat['eval/bleu_nat_odd']:.2f}, argmax {flat['eval/bleu_nat_argmax']:.2f}")
     if "em/cm" in flat:
         parts.append(f"CM of the NAT targets {flat['em/cm']:.3f}")
     return "; ".join(parts) or "no validation data"

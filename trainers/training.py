@@ -1,6 +1,6 @@
-"""One accelerate training loop for both EM phases: the AR phase (any `AutoModelForSeq2SeqLM`) and the NAR phase.
+"""One accelerate training loop for both EM phases: the AR phase (any `AutoModelForSeq2SeqLM`) and the NAT phase.
 
-Per phase: Adam (0.9, 0.98, eps 1e-9) with inverse-sqrt warm-up (PAPER.md, "The NAR model"), label smoothing,
+Per phase: Adam (0.9, 0.98, eps 1e-9) with inverse-sqrt warm-up (PAPER.md, "The NAT model"), label smoothing,
 gradient accumulation, clipping, mixed precision, batches by token budget with length bucketing, validation loss,
 steps or epochs, best or last checkpoint or the average of the last k, and resume from the phase's last checkpoint
 (`accelerator.save_state`).
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from em_nat.trainers.candidates import pad_rows
 from em_nat.trainers.glancing import glancing_ratio_at
 
 from em_nat.checkpoints import average_checkpoints, save_state_dict
@@ -163,13 +164,8 @@ def token_budget_batches(examples, max_tokens: int, seed: int, epoch: int, shuff
 
 def collate(examples, indices, pad_token_id: int, device=None):
     """Pad a batch: input_ids / attention_mask (batch, src_len), labels (batch, tgt_len) padded with -100."""
-    src_len = max(len(examples[i].input_ids) for i in indices)
-    tgt_len = max(len(examples[i].labels) for i in indices)
-    input_ids = torch.full((len(indices), src_len), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(indices), tgt_len), -100, dtype=torch.long)
-    for row, i in enumerate(indices):
-        input_ids[row, : len(examples[i].input_ids)] = torch.tensor(examples[i].input_ids)
-        labels[row, : len(examples[i].labels)] = torch.tensor(examples[i].labels)
+    input_ids = pad_rows([examples[i].input_ids for i in indices], pad_token_id)
+    labels = pad_rows([examples[i].labels for i in indices], -100)
     batch = {"input_ids": input_ids, "attention_mask": input_ids.ne(pad_token_id).long(), "labels": labels}
     return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
@@ -227,7 +223,7 @@ class PhaseTrainer:
         accelerator: the shared `Accelerator`.
         output_dir: where this phase keeps its checkpoints (`checkpoint/`, `best/`) and state.
         pad_token_id: padding id of the tokenizer.
-        name: "ar" or "nar", for logs and metric names (`ar/loss`, `nar/loss`).
+        name: "ar" or "nat", for logs and metric names (`ar/loss`, `nat/loss`).
     """
 
     def __init__(self, model, train_examples, eval_examples, config, accelerator, output_dir, pad_token_id, name):

@@ -1,0 +1,525 @@
+"""The speed benchmark behind examples/benchmark.py: NAT decoding against its paired AR, the AR converted to
+CTranslate2 being the CPU baseline that counts (DESIGN.md, "Measuring"); Hugging Face `generate()` rows stay for
+reference. Methods and labels: `em_nat.evaluation.METHODS`; speed-up as `em_nat.evaluation` defines it.
+
+Every runtime (torch, CT2 int8, CT2 float32) and thread setting is timed in a process of its own
+(`python -m em_nat.benchmark --worker SPEC`), because one runtime's idle worker threads slow another's. The sweep
+covers intra-op threads (torch `set_num_threads`, CT2 `intra_threads`) and, at batch > 1, CT2 `inter_threads`
+(batches submitted together); each method is reported at its best setting. Warm-up first, then repeats with the
+methods of one process interleaved; medians reported; speed-ups are throughput ratios at the same batch size
+measured in this run, against CT2 int8 greedy and CT2 int8 beam 5.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+from em_nat.evaluation import (
+    CT2_METHODS,
+    HF_TWIN,
+    METHODS,
+    decode_fn,
+    machine,
+    make_batches,
+    time_interleaved,
+    time_methods,
+)
+from em_nat.rendering import benchmark_markdown, benchmark_plot
+from em_nat.run_dir import RunDir
+
+ORDER = tuple(METHODS)
+LABELS = {name: m.label for name, m in METHODS.items()}
+BASELINES = {"ct2_int8_greedy": LABELS["ct2_int8_greedy"], "ct2_int8_beam5": LABELS["ct2_int8_beam5"]}
+SETTINGS_LEGEND = (
+    "(n) = n intra-op threads (torch `set_num_threads`, CT2 `intra_threads`); (nxm) = CT2 with n intra-op threads "
+    "and m parallel translations (`inter_threads`), the batches submitted together"
+)
+
+
+@dataclass
+class BenchmarkOptions:
+    """What to benchmark and how; the options of examples/benchmark.py (`--help` there describes each)."""
+
+    ar: str | None = None
+    nat: str | None = None
+    source: str | None = None
+    reference: list[str] | None = None
+    random_weights: bool = False
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
+    max_sentences: int = 256
+    batch1_sentences: int = 40
+    repeats: int = 3
+    warmup: int = 2
+    methods: str = ",".join(METHODS)
+    rescore_alpha: float = 0.6
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    inter_threads: list[int] = field(default_factory=lambda: [1, 2])
+    device: str | None = None
+    work_dir: str | None = None
+    vocab_size: int = 8000
+    d_model: int = 256
+    layers: int = 3
+    heads: int = 4
+    source_len: int = 18
+    output_len: int = 20
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# models and inputs
+
+
+def random_tokenizer(vocab_size: int):
+    """A word-level tokenizer over made-up tokens in em-nat's layout (`<s>`=0, `</s>`=1, `<unk>`=2, `<pad>` last):
+    what the CTranslate2 converter reads the vocabulary from."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {
+        "<s>": 0,
+        "</s>": 1,
+        "<unk>": 2,
+        **{f"w{i}": i for i in range(3, vocab_size - 1)},
+        "<pad>": vocab_size - 1,
+    }
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+
+
+def random_models(
+    vocab_size=8000, d_model=256, layers=3, source_len=18, output_len=20, sentences=256, seed=0, heads=4
+):
+    """Random NAT and Marian of one size, in em-nat's token layout (`random_tokenizer`). The NAT's length head is
+    biased to predict `output_len` + EOS and the AR is forced to emit as many tokens, so all outputs have one
+    length. Returns `(ar, nat, None, source_ids, None, ar_kwargs)`."""
+    import torch
+    from transformers import MarianMTModel
+
+    import em_nat
+    from em_nat.models import marian_config_like
+
+    torch.manual_seed(seed)
+    config = em_nat.NATConfig(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=4 * d_model,
+        decoder_ffn_dim=4 * d_model,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=vocab_size - 1,
+    )
+    nat = em_nat.NATForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        nat.model.length_predictor.bias[output_len + 1] = 1e4
+    ar = MarianMTModel(marian_config_like(config)).eval()
+    sources = torch.randint(3, vocab_size - 1, (sentences, source_len))
+    sources[:, -1] = config.eos_token_id
+    forced = output_len + 1  # tokens with EOS, as many as the NAT's
+    ar_kwargs = {"min_new_tokens": forced, "max_new_tokens": forced}
+    return ar, nat, None, [row.tolist() for row in sources], None, ar_kwargs
+
+
+def trained_models(args):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    import em_nat
+
+    tokenizer = AutoTokenizer.from_pretrained(args.nat)
+    nat = em_nat.NATForConditionalGeneration.from_pretrained(args.nat).eval()
+    ar = AutoModelForSeq2SeqLM.from_pretrained(args.ar).eval()
+    em_nat.trainers.check_models_share_tokenizer(ar, nat, tokenizer)
+    with open(args.source, encoding="utf-8") as handle:
+        sources = [line.strip() for line in handle]
+    references = None
+    if args.reference:
+        streams = []
+        for path in args.reference:
+            with open(path, encoding="utf-8") as handle:
+                streams.append([line.strip() for line in handle])
+        references = [[ref for ref in refs if ref] for refs in zip(*streams)]  # per sentence, its references
+    limit = nat.config.max_position_embeddings
+    ids = tokenizer(sources, truncation=True, max_length=limit)["input_ids"]
+    return ar, nat, tokenizer, ids, references, {"max_new_tokens": limit}
+
+
+def output_ids(row: list[int], start_token_id, eos_token_id, pad_token_id) -> list[int]:
+    """One output without the decoder start token, up to its first EOS (included), padding dropped: beam search in
+    transformers 5 fills finished rows with EOS, greedy with PAD, the NAT with PAD."""
+    if start_token_id is not None and row and row[0] == start_token_id:
+        row = row[1:]
+    if eos_token_id in row:
+        row = row[: row.index(eos_token_id) + 1]
+    return [t for t in row if t != pad_token_id]
+
+
+def sentence_limit(spec, batch_size):
+    return spec["batch1_sentences"] if batch_size == 1 else max(spec["max_sentences"], batch_size)
+
+
+def torch_worker(spec) -> list[dict]:
+    """Time the HF methods (AR generate, NAT) at one torch thread setting."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    import em_nat
+
+    if spec["intra"]:
+        torch.set_num_threads(spec["intra"])
+    device = torch.device(spec["device"])
+    ar = AutoModelForSeq2SeqLM.from_pretrained(spec["ar_dir"]).eval().to(device)
+    nat = em_nat.NATForConditionalGeneration.from_pretrained(spec["nat_dir"]).eval().to(device)
+    pad, eos = nat.config.pad_token_id, nat.config.eos_token_id
+    start_token = getattr(ar.config, "decoder_start_token_id", None)
+    fns = {m: decode_fn(m, ar, nat, spec["ar_kwargs"], spec["rescore_alpha"]) for m in spec["methods"]}
+    measurements = []
+    for batch_size in spec["batch_sizes"]:
+        subset = spec["ids"][: sentence_limit(spec, batch_size)]
+        batches = make_batches(subset, batch_size, pad, device)
+        for method, (total, latency, outs) in time_methods(fns, batches, spec["repeats"], spec["warmup"]).items():
+            start = start_token if method.startswith("ar") else None
+            ids = [output_ids(row, start, eos, pad) for out in outs for row in out.cpu().tolist()]
+            tokens = sum(len(row) for row in ids)
+            measurements.append(measurement(spec, method, batch_size, len(subset), total, latency, tokens, ids))
+    return measurements
+
+
+def ct2_worker(spec) -> list[dict]:
+    """Time CT2 greedy and beam search of one converted model at one intra/inter thread setting. Imports no torch."""
+    import ctranslate2
+
+    translator = ctranslate2.Translator(
+        spec["ct2_dir"],
+        device="cuda" if spec["device"].startswith("cuda") else "cpu",
+        intra_threads=spec["intra"],
+        inter_threads=spec["inter"],
+    )
+    options = {**spec["ct2_options"], "return_end_token": True}
+
+    def one_batch(beam_size):
+        return lambda batch: translator.translate_batch(batch, beam_size=beam_size, **options)
+
+    def all_batches(beam_size):  # inter_threads > 1: every batch submitted at once, results waited for
+        def run(batches):
+            pending = [
+                translator.translate_batch(b, beam_size=beam_size, asynchronous=True, **options) for b in batches
+            ]
+            return [result.result() for results in pending for result in results]
+
+        return run
+
+    fns = {}
+    for method in spec["methods"]:
+        beam_size = METHODS[method].settings["beam_size"]
+        fns[method] = all_batches(beam_size) if spec["inter"] > 1 else one_batch(beam_size)
+    measurements = []
+    for batch_size in spec["batch_sizes"]:
+        subset = spec["tokens"][: sentence_limit(spec, batch_size)]
+        batches = [subset[i : i + batch_size] for i in range(0, len(subset), batch_size)]
+        timed = time_interleaved(fns, [batches] if spec["inter"] > 1 else batches, spec["repeats"], spec["warmup"])
+        for method, (total, latency, outs) in timed.items():
+            results = [r for out in outs for r in out]
+            hypotheses = [r.hypotheses[0] for r in results]
+            tokens = sum(len(h) for h in hypotheses)
+            latency = None if spec["inter"] > 1 else latency  # batches overlap: no per-batch latency
+            measurements.append(measurement(spec, method, batch_size, len(subset), total, latency, tokens, hypotheses))
+    return measurements
+
+
+def measurement(spec, method, batch_size, sentences, total, latency, tokens, outputs) -> dict:
+    row = {
+        "method": method,
+        "batch_size": batch_size,
+        "setting": spec["setting"],
+        "intra_threads": spec["intra"],
+        "inter_threads": spec["inter"],
+        "sentences": sentences,
+        "latency_ms": None if latency is None else 1e3 * latency,
+        "sentences_per_s": sentences / total,
+        "tokens_per_s": tokens / total,
+        "tokens_per_sentence": tokens / sentences,
+        "total_s": total,
+        "outputs": outputs,
+    }
+    latency_text = "-" if latency is None else f"{1e3 * latency:9.2f}"
+    print(
+        f"batch {batch_size:4d} {method:22s} ({spec['setting']}) {latency_text} ms/batch "
+        f"{row['sentences_per_s']:9.1f} sent/s {row['tokens_per_sentence']:5.1f} tok/sent",
+        flush=True,
+    )
+    return row
+
+
+def run_worker(spec_path):
+    with open(spec_path) as handle:
+        spec = json.load(handle)
+    result = torch_worker(spec) if spec["runtime"] == "torch" else ct2_worker(spec)
+    with open(spec["result_path"], "w") as handle:
+        json.dump(result, handle)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the sweep (main process)
+
+
+def runtime_of(method: str) -> str:
+    return METHODS[method].runtime
+
+
+def plan_jobs(methods, batch_sizes, threads, inter_threads, cores) -> list[dict]:
+    """One job (process) per runtime and thread setting: intra-op threads for all, and for CT2 at batch > 1 also
+    inter_threads > 1 where intra x inter fits in the cores."""
+    jobs = []
+    for runtime in ("ct2-int8", "ct2-float32", "torch"):
+        chosen = [m for m in methods if runtime_of(m) == runtime]
+        if not chosen:
+            continue
+        for intra in threads:
+            jobs.append({"runtime": runtime, "methods": chosen, "intra": intra, "inter": 1, "setting": f"{intra}"})
+            if not runtime.startswith("ct2"):
+                continue
+            for inter in inter_threads:
+                large = [b for b in batch_sizes if b > 1]
+                if inter > 1 and large and max(intra, 1) * inter <= cores:
+                    jobs.append(
+                        {
+                            "runtime": runtime,
+                            "methods": chosen,
+                            "intra": intra,
+                            "inter": inter,
+                            "setting": f"{intra}x{inter}",
+                            "batch_sizes": large,
+                        }
+                    )
+    return jobs
+
+
+def run_jobs(jobs, common, work_dir) -> list[dict]:
+    measurements = []
+    for k, job in enumerate(jobs):
+        spec = {**common, **job}  # a job's batch sizes replace the common ones
+        spec["result_path"] = os.path.join(work_dir, f"result-{k}.json")
+        if spec["runtime"] == "torch":
+            spec.pop("tokens", None)
+        else:
+            spec.pop("ids", None)
+            spec["ct2_dir"] = common["ct2_dirs"][spec["runtime"]]
+        spec_path = os.path.join(work_dir, f"job-{k}.json")
+        with open(spec_path, "w") as handle:
+            json.dump(spec, handle)
+        env = dict(os.environ)
+        if spec["intra"]:
+            env["OMP_NUM_THREADS"] = str(spec["intra"])
+        print(f"-- {spec['runtime']} ({spec['setting']}), own process", flush=True)
+        subprocess.run([sys.executable, "-m", "em_nat.benchmark", "--worker", spec_path], check=True, env=env)
+        with open(spec["result_path"]) as handle:
+            for row in json.load(handle):
+                row["runtime"] = spec["runtime"]
+                measurements.append(row)
+    return measurements
+
+
+def best_rows(measurements) -> list[dict]:
+    """Per method and batch size, the setting with the highest throughput."""
+    best = {}
+    for row in measurements:
+        key = (row["method"], row["batch_size"])
+        if key not in best or row["sentences_per_s"] > best[key]["sentences_per_s"]:
+            best[key] = row
+    order = {m: i for i, m in enumerate(ORDER)}
+    return sorted(best.values(), key=lambda r: (r["batch_size"], order.get(r["method"], len(order))))
+
+
+def add_speedups(rows):
+    """Throughput ratios against CT2 int8 greedy / beam 5 and HF AR beam 5 / greedy at the same batch size."""
+    for row in rows:
+        same = {r["method"]: r for r in rows if r["batch_size"] == row["batch_size"]}
+        for base in ("ct2_int8_greedy", "ct2_int8_beam5", "ar_beam5", "ar_greedy"):
+            if base in same:
+                row[f"speedup_vs_{base}"] = row["sentences_per_s"] / same[base]["sentences_per_s"]
+
+
+def add_quality(rows, tokenizer, references, texts=True):
+    """With `texts` (trained models): the decoded texts' repeated-token rate and BLEU, and for CT2 rows the share
+    of outputs identical to those of the HF method they were converted from. Random weights get neither: HF forces
+    EOS as the last of the forced tokens, CT2 does not."""
+    from em_nat.metrics import corpus_bleu, repeated_token_rate, structural_ids
+
+    ids = {}
+    for row in rows:
+        outputs = row.pop("outputs")
+        if row["method"] in CT2_METHODS:  # CT2 speaks tokens
+            outputs = [tokenizer.convert_tokens_to_ids(tokens) for tokens in outputs]
+        ids[(row["method"], row["batch_size"])] = outputs
+        if texts:
+            decoded = [t.strip() for t in tokenizer.batch_decode(outputs, skip_special_tokens=True)]
+            row["repeat_rate"] = repeated_token_rate(outputs, structural_ids(tokenizer))  # the one definition
+            if references is not None:
+                row["bleu"] = corpus_bleu(decoded, references[: len(decoded)])
+    for row in rows:
+        twin = ids.get((HF_TWIN.get(row["method"]), row["batch_size"]))
+        if texts and twin is not None:
+            mine = ids[(row["method"], row["batch_size"])]
+            row["same_as_hf"] = sum(a == b for a, b in zip(mine, twin)) / len(mine)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def prepare(args, work_dir):
+    """Models saved where the workers load them, CT2 conversions, inputs; the setting sentence."""
+    import torch
+    from transformers import AutoTokenizer
+
+    if args.random_weights:
+        ar, nat, _, ids, references, ar_kwargs = random_models(
+            vocab_size=args.vocab_size,
+            d_model=args.d_model,
+            layers=args.layers,
+            heads=args.heads,
+            source_len=args.source_len,
+            output_len=args.output_len,
+            sentences=max(args.max_sentences, args.batch1_sentences, *args.batch_sizes),
+        )
+        tokenizer = random_tokenizer(args.vocab_size)
+        ar_dir, nat_dir = os.path.join(work_dir, "ar"), os.path.join(work_dir, "nat")
+        ar.save_pretrained(ar_dir)
+        tokenizer.save_pretrained(ar_dir)
+        nat.save_pretrained(nat_dir)
+        forced = ar_kwargs["max_new_tokens"]
+        ct2_options = {"min_decoding_length": forced, "max_decoding_length": forced}
+        c = nat.config
+        setting = (
+            f"random weights, d_model {c.d_model}, {c.encoder_layers}+{c.decoder_layers} layers, "
+            f"{c.encoder_attention_heads} heads, FFN {c.encoder_ffn_dim}, vocab {c.vocab_size}, "
+            f"{len(ids[0])} source tokens, every output forced to {forced} tokens ({forced - 1} + EOS)"
+        )
+    else:
+        if not (args.ar and args.nat and args.source):
+            raise SystemExit("Give --ar, --nat and --source (or --random-weights, or --demo).")
+        ar, nat, tokenizer, ids, references, ar_kwargs = trained_models(args)
+        ar_dir, nat_dir = args.ar, args.nat
+        ct2_options = {"max_decoding_length": ar_kwargs["max_new_tokens"]}
+        setting = f"models {args.ar} / {args.nat}, {len(ids)} test sentences"
+    del ar, nat
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return {
+        "ar_dir": ar_dir,
+        "nat_dir": nat_dir,
+        "tokenizer": tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(ar_dir),
+        "ids": ids,
+        "references": references,
+        "ar_kwargs": ar_kwargs,
+        "ct2_options": ct2_options,
+        "device": device,
+        "setting": setting,
+    }
+
+
+def convert_ct2(ar_dir, work_dir, runtimes) -> dict:
+    from em_nat.export import convert_to_ct2
+
+    dirs = {}
+    for runtime in runtimes:
+        quantization = runtime.split("-", 1)[1]
+        dirs[runtime] = os.path.join(work_dir, runtime)
+        report = convert_to_ct2(ar_dir, dirs[runtime], quantization=quantization, force=True)
+        print(f"-- converted the AR to CTranslate2 {quantization}: {report}", flush=True)
+    return dirs
+
+
+def run_benchmark(args: "BenchmarkOptions") -> dict:
+    """Run the whole benchmark (module docstring) and return its result: the best row per method and batch size,
+    with speed-ups and quality, and every measurement of the sweep."""
+    import em_nat  # noqa: F401  (registers the NAT with the Auto classes)
+
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in ORDER]
+    if unknown:
+        raise SystemExit(f"Unknown method(s) {unknown}; choose from {list(ORDER)}.")
+    if any(m in CT2_METHODS for m in methods):
+        try:
+            import ctranslate2  # noqa: F401
+        except ImportError:
+            print('ctranslate2 is not installed (pip install "em-nat[ct2]"): CT2 rows left out.', flush=True)
+            methods = [m for m in methods if m not in CT2_METHODS]
+    batch_sizes = args.batch_sizes
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="em-nat-benchmark-")
+    os.makedirs(work_dir, exist_ok=True)
+    try:
+        prepared = prepare(args, work_dir)
+        tokenizer = prepared["tokenizer"]
+        runtimes = sorted({runtime_of(m) for m in methods if m in CT2_METHODS})
+        common = {key: prepared[key] for key in ("ar_dir", "nat_dir", "ids", "ar_kwargs", "ct2_options", "device")}
+        common.update(
+            batch_sizes=batch_sizes,
+            batch1_sentences=args.batch1_sentences,
+            max_sentences=args.max_sentences,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            rescore_alpha=args.rescore_alpha,
+            tokens=[tokenizer.convert_ids_to_tokens(row) for row in prepared["ids"]],
+            ct2_dirs=convert_ct2(prepared["ar_dir"], work_dir, runtimes),
+        )
+        jobs = plan_jobs(methods, batch_sizes, args.threads, args.inter_threads, cores)
+        measurements = run_jobs(jobs, common, work_dir)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    rows = [dict(row) for row in best_rows(measurements)]
+    add_quality(rows, tokenizer, prepared["references"], texts=not args.random_weights)
+    add_speedups(rows)
+    for row in measurements:
+        row.pop("outputs", None)
+    return {
+        "setting": prepared["setting"],
+        "machine": machine(threads=False),
+        "thread_settings": SETTINGS_LEGEND,
+        "rows": rows,
+        "sweep": measurements,
+    }
+
+
+def demo_inputs(run_dir: str, num_rounds: int, synthetic_num_train: int, synthetic_seed: int = 0):
+    """The AR and NAT folders of the last round of a run on the embedded synthetic task (examples/train_em.py with
+    no arguments), with its test split written next to it: a source file and one file per reference. Returns
+    `(ar_dir, nat_dir, source_file, reference_files)`."""
+    from em_nat.synthetic import SyntheticTaskConfig, build_synthetic_task
+
+    run = RunDir(run_dir)
+    config = SyntheticTaskConfig(seed=synthetic_seed, num_train=synthetic_num_train)
+    test = build_synthetic_task(config)["test"]
+    src = run.file("test.src")
+    with open(src, "w") as handle:
+        handle.writelines(pair["src"] + "\n" for pair in test["translation"])
+    width = max(len(refs) for refs in test["references"])
+    refs = [run.file(f"test.ref{k}") for k in range(width)]
+    for k, path in enumerate(refs):
+        with open(path, "w") as handle:
+            handle.writelines((r[k] if k < len(r) else "") + "\n" for r in test["references"])
+    return run.model(num_rounds, "ar"), run.model(num_rounds, "nat"), src, refs
+
+
+def markdown(result: dict) -> str:
+    return benchmark_markdown(result, LABELS, list(ORDER), BASELINES)
+
+
+def plot(result: dict, path: str) -> bool:
+    return benchmark_plot(result, path, LABELS, list(ORDER))
+
+
+if __name__ == "__main__":  # a worker process of `run_jobs`: python -m em_nat.benchmark --worker SPEC
+    if len(sys.argv) != 3 or sys.argv[1] != "--worker":
+        raise SystemExit("usage: python -m em_nat.benchmark --worker SPEC_JSON (run examples/benchmark.py instead)")
+    run_worker(sys.argv[2])

@@ -308,11 +308,12 @@ def build_models(script, em, data):
     return tokenizer, ar, nat
 
 
-def write_local_results(script, em, data, metrics) -> tuple[dict | None, str | None]:
-    """The results table (printed, results.md, results.json), then, with a test split, the test table (scored once,
-    printed, test_results.{md,json}) and the last round's NAT model card. Returns (test result or None, the model
-    cards' example sentence or None)."""
+def write_local_results(script, em, data) -> tuple[dict | None, str | None]:
+    """The results table of the run's saved rounds (printed, results.md, results.json), then, with a test split, the
+    test table (scored once, printed, test_results.{md,json}) and the last round's NAT model card. Returns (test
+    result or None, the model cards' example sentence or None)."""
     run = RunDir(em.output_dir)
+    metrics = run.all_metrics()
     eval_split = data["validation"] if "validation" in data else None
     sources = [p[em.source_lang] for p in eval_split["translation"][: script.speed_sentences]] if eval_split else []
     table = results_table(metrics, _nat_speedups(run, metrics, sources, em.eval_num_beams), em.eval_num_beams)

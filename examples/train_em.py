@@ -55,10 +55,10 @@ def main(argv=None):
         tokenizer, ar, nat = build_models(script, em, data)
         eval_split = data["validation"] if "validation" in data else None
         trainer = EMTrainer(ar, nat, tokenizer, data["train"], eval_split, args=em, accelerator=accelerator)
-        metrics = trainer.train(push=False)  # pushes come last, below
+        trainer.train(push=False)  # pushes come last, below
         test_result, example = None, None
         if accelerator.is_main_process:
-            test_result, example = write_local_results(script, em, data, metrics)
+            test_result, example = write_local_results(script, em, data)
         if em.push_to_hub:
             try:
                 trainer.push(test_result=test_result, example=example)  # main process only

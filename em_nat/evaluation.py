@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from em_nat.metrics import corpus_bleu, repeated_token_rate, structural_ids
-from em_nat.rendering import round_label, markdown_of_test_results
+from em_nat.rendering import markdown_of_test_results, round_label
 from em_nat.run_dir import RunDir
 from em_nat.trainers.candidates import length_cap, pad_rows
 

@@ -203,7 +203,7 @@ AR_DECODING_KNOBS = {
 def _decoding_section(folder: str, kind: str, eval_num_beams: int) -> str:
     """The card's decoding section, rendered from the `generation_config.json` saved in `folder`: the defaults that
     `generate()` and the pipeline really use when the model is loaded from the repo."""
-    from .modeling.modeling_nat import NAT_GENERATION_DEFAULTS
+    from em_nat.modeling.modeling_nat import NAT_GENERATION_DEFAULTS
 
     path = os.path.join(folder, "generation_config.json")
     if os.path.isfile(path):
@@ -244,7 +244,7 @@ def _decoding_section(folder: str, kind: str, eval_num_beams: int) -> str:
 
 def _glancing_note(value) -> str:
     """How the NAT was trained on its targets: vanilla, or glancing with its ratio schedule."""
-    from .trainers.glancing import parse_glancing_ratio
+    from em_nat.trainers.glancing import parse_glancing_ratio
 
     start, end = parse_glancing_ratio(value)
     if start == end == 0:

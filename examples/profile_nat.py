@@ -14,10 +14,10 @@ import statistics
 import time
 
 import torch
-from em_nat.modeling.decoding import ar_rescore, length_candidates
 
 from em_nat.benchmark import BenchmarkOptions, random_models
 from em_nat.evaluation import BEAM_SIZE, LENGTH_BEAM
+from em_nat.modeling.decoding import ar_rescore, length_candidates
 
 
 def median_ms(fn, repeats=50, warmup=5):

@@ -26,8 +26,6 @@ still pending, without training again.
 import os
 import sys
 
-from em_nat.trainers import make_accelerator
-
 from em_nat import EMTrainer
 from em_nat.hub import HubPushError
 from em_nat.logging_setup import run_logging
@@ -39,6 +37,7 @@ from em_nat.train_cli import (
     use_all_cores_when_alone,
     write_local_results,
 )
+from em_nat.trainers import make_accelerator
 
 PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 

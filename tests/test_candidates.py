@@ -3,9 +3,9 @@
 import pytest
 from accelerate import Accelerator
 from conftest import tiny_models
-from em_nat.trainers.candidates import CandidateSettings, generate_candidates, length_cap, translate
 
 from em_nat import EMTrainingArguments
+from em_nat.trainers.candidates import CandidateSettings, generate_candidates, length_cap, translate
 
 
 def test_length_cap_follows_the_longest_source_and_never_exceeds_the_limit():

@@ -15,7 +15,6 @@ ctranslate2 = pytest.importorskip(
 
 from conftest import TINY_SIZES  # noqa: E402
 from ctranslate2.converters import TransformersConverter  # noqa: E402
-from em_nat.trainers.candidates import CandidateSettings, generate_candidates  # noqa: E402
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import MarianMTModel, PreTrainedTokenizerFast  # noqa: E402
 
@@ -29,6 +28,7 @@ from em_nat.export import (  # noqa: E402
     permute_tokenizer,
 )
 from em_nat.models import keep_pad_embedding_zero  # noqa: E402
+from em_nat.trainers.candidates import CandidateSettings, generate_candidates  # noqa: E402
 
 MAX_NEW_TOKENS = 40  # below the tiny models' 48 positions, above any output of the trained ones
 
@@ -310,10 +310,9 @@ def test_ct2_rescorer_scores_like_the_pytorch_ar_and_generate_keeps_the_same_can
     trained_dirs, pairs, layout, tmp_path
 ):
     """float32 CT2 `score_batch` + GNMT penalty = `ar_rescore` on the same AR; generate(rescorer=...) picks alike."""
-    from em_nat.modeling.decoding import ar_rescore
-
     import em_nat
     from em_nat.export import CT2Rescorer
+    from em_nat.modeling.decoding import ar_rescore
 
     ar, tokenizer = load(trained_dirs[layout])
     convert_to_ct2(trained_dirs[layout], tmp_path / "ct2")

@@ -4,11 +4,11 @@
 import re
 
 import pytest
-from em_nat.modeling.modeling_nat import check_weights_files, load_with_weights_check
 from safetensors import SafetensorError
 from transformers import AutoModelForSeq2SeqLM
 
 from em_nat import NATForConditionalGeneration
+from em_nat.modeling.modeling_nat import check_weights_files, load_with_weights_check
 from em_nat.models import load_pretrained
 
 FIX = "download it again.*force_download=True.*save_pretrained"

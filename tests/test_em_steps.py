@@ -19,12 +19,12 @@ import torch
 from accelerate import Accelerator
 from conftest import TINY_SIZES, tiny_models
 from datasets import Dataset, load_from_disk
-from em_nat.trainers.candidates import score_candidates, strip_generated
 from transformers import MarianMTModel
 
 import em_nat
 from em_nat import EMTrainer, EMTrainingArguments
 from em_nat.metrics import corpus_multimodality
+from em_nat.trainers.candidates import score_candidates, strip_generated
 
 MAX_SENTENCES = 8  # candidate generation / scoring batches: 72 training pairs -> 9 batches
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import make_pairs
 from datasets import load_from_disk
+
 from em_nat.trainers.training import CHECKPOINT, STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]

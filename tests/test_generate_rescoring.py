@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from em_nat.modeling.decoding import ar_rescore, length_candidates
 
 

@@ -10,8 +10,9 @@ import warnings
 
 import pytest
 import torch
-from em_nat.modeling import NATForConditionalGeneration, NATGenerationConfig
 from transformers import AutoModelForSeq2SeqLM, GenerationConfig
+
+from em_nat.modeling import NATForConditionalGeneration, NATGenerationConfig
 
 KNOBS = {"length_beam": 5, "odd": False, "odd_top_k": 4, "rescore_alpha": 1.25}
 # generation_config.json as the NAT wrote it before the config was typed (special token ids set per test)

@@ -4,6 +4,7 @@ glanced inputs are the target embeddings and leave the loss, decoding is unchang
 import pytest
 import torch
 import torch.nn.functional as F
+
 from em_nat.trainers.glancing import glancing_ratio_at, parse_glancing_ratio
 
 

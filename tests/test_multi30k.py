@@ -58,8 +58,9 @@ def reduced_run(teacher):
 
 def test_teacher_is_trained_alone_and_em_starts_from_it_as_is(teacher, reduced_run):
     """The teacher command trains AR_0 only; the EM run records it as its AR_0 and does not train it again."""
-    from em_nat.trainers.em_trainer import initial_ar_identity
     from transformers import AutoModelForSeq2SeqLM
+
+    from em_nat.trainers.em_trainer import initial_ar_identity
 
     assert not (teacher / "round-0" / "nat").exists() and not (teacher / "round-1").exists()
     out, _ = reduced_run

@@ -15,10 +15,10 @@ import torch
 from accelerate import Accelerator
 from conftest import tiny_models
 from datasets import Dataset
-from em_nat.trainers import training
-from em_nat.trainers.training import Example, PhaseConfig, PhaseTrainer
 
 from em_nat import EMTrainer, EMTrainingArguments
+from em_nat.trainers import training
+from em_nat.trainers.training import Example, PhaseConfig, PhaseTrainer
 
 CONFIG = dict(
     learning_rate=3e-3, warmup_steps=3, max_steps=8, max_tokens=64, eval_steps=3, save_steps=3, keep="last", seed=3

@@ -6,10 +6,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from em_nat.export import QUANTIZATIONS
-
-from .candidates import CANDIDATE_BACKENDS, CandidateSettings
-from .glancing import parse_glancing_ratio
-from .training import PhaseConfig
+from em_nat.trainers.candidates import CANDIDATE_BACKENDS, CandidateSettings
+from em_nat.trainers.glancing import parse_glancing_ratio
+from em_nat.trainers.training import PhaseConfig
 
 NAT_TARGETS = ("one_best", "previous_selection")
 

@@ -29,15 +29,14 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object, set_seed
 from datasets import Dataset, load_from_disk
 
+from em_nat.hub import HubPushError, push_round
 from em_nat.logging_setup import LOG_FILE, format_duration, get_phase_logger
+from em_nat.metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
+from em_nat.modeling import check_tokenizer_compatible
 from em_nat.run_dir import RunDir
-
-from ..hub import HubPushError, push_round
-from ..metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
-from ..modeling import check_tokenizer_compatible
-from .arguments import EMTrainingArguments
-from .candidates import generate_candidates, score_candidates, select_targets, translate
-from .training import Example, PhaseTrainer
+from em_nat.trainers.arguments import EMTrainingArguments
+from em_nat.trainers.candidates import generate_candidates, score_candidates, select_targets, translate
+from em_nat.trainers.training import Example, PhaseTrainer
 
 logger = get_logger(__name__)
 phase_logger = get_phase_logger()  # one line per phase, for the console (em_nat/logging_setup.py)

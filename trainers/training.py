@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from em_nat.trainers.candidates import pad_rows
-from em_nat.trainers.glancing import glancing_ratio_at
 
 from em_nat.checkpoints import average_checkpoints, save_state_dict
 from em_nat.logging_setup import get_phase_logger, progress_bar
 from em_nat.models import keep_pad_embedding_zero
+from em_nat.trainers.candidates import pad_rows
+from em_nat.trainers.glancing import glancing_ratio_at
 
 logger = get_logger(__name__)
 phase_logger = get_phase_logger()  # one console line per event of a phase (em_nat/logging_setup.py)

@@ -625,3 +625,28 @@ def _convert_split(split, dataset, source_lang, target_lang, strip, drop_empty, 
     features["translation"] = datasets.Translation(languages=[source_lang, target_lang])
     remove = [source_lang, target_lang] if layout == "columns" else None
     return dataset.map(rewrite, batched=True, remove_columns=remove, features=features, desc=f"Preparing {split}")
+
+
+def tokenize_pairs(dataset, tokenizer, args, name: str = "dataset") -> tuple[list[list[int]], list[list[int]]]:
+    """Source and target ids of a `datasets.Dataset` with a "translation" column, truncated to
+    `args.max_source_length` / `args.max_target_length` (`args`: an `EMTrainingArguments`, or anything with those,
+    `source_lang` and `target_lang`). Missing languages and empty sides raise a `ValueError` naming `name`."""
+    if "translation" not in dataset.column_names:
+        raise ValueError(f"{name} has columns {dataset.column_names}; a 'translation' column is needed.")
+    pairs = dataset["translation"]
+    if not pairs:
+        raise ValueError(f"{name} is empty.")
+    missing = {args.source_lang, args.target_lang} - set(pairs[0])
+    if missing:
+        raise ValueError(
+            f"{name}'s translations have languages {sorted(pairs[0])}, not {sorted(missing)}; set "
+            "source_lang/target_lang to match the data."
+        )
+    sources = [p[args.source_lang].strip() for p in pairs]
+    targets = [p[args.target_lang].strip() for p in pairs]
+    empty = [i for i, (s, t) in enumerate(zip(sources, targets)) if not s or not t]
+    if empty:
+        raise ValueError(f"{name} has {len(empty)} pairs with an empty side (rows {empty[:5]}...); drop them.")
+    enc = tokenizer(sources, truncation=True, max_length=args.max_source_length)["input_ids"]
+    dec = tokenizer(text_target=targets, truncation=True, max_length=args.max_target_length)["input_ids"]
+    return enc, dec

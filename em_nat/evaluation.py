@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from em_nat.metrics import corpus_bleu, repeated_token_rate, structural_ids
+from em_nat.metrics import corpus_bleu, corpus_multimodality, repeated_token_rate, structural_ids
 from em_nat.rendering import markdown_of_test_results, round_label
 from em_nat.run_dir import RunDir
-from em_nat.trainers.candidates import length_cap, pad_rows
+from em_nat.trainers.candidates import length_cap, pad_rows, score_candidates, translate
 
 BEAM_SIZE = 5
 LENGTH_BEAM = 9
@@ -332,6 +332,61 @@ def write_test_results(result: dict, run) -> str:
     with open(RunDir(run).file("test_results.md"), "w") as handle:
         handle.write(table + "\n")
     return table
+
+
+def validation_metrics(
+    ar, nat, tokenizer, accelerator, args, sources, references, valid_targets, train_sources, nat_train_targets
+) -> dict:
+    """A round's validation metrics, decoded sharded over `accelerator`'s processes: BLEU (sacreBLEU, signature kept)
+    of the AR (beam `args.eval_num_beams`, the run's length cap) and of the NAT (argmax, ODD), the NAT outputs'
+    repeated-token rate, the CM of the NAT's training targets (`train_sources` -> `nat_train_targets`) and of the
+    valid references (`valid_targets`). `nat` None: the AR's BLEU only; no `sources`: the training CM only."""
+    device = accelerator.device
+    metrics = {}
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    decode = lambda rows: tokenizer.batch_decode(rows, skip_special_tokens=True)  # noqa: E731
+    if sources:
+        ar_out = translate(
+            ar.to(device),
+            sources,
+            accelerator,
+            pad,
+            eos,
+            args.generation_max_sentences,
+            num_beams=args.eval_num_beams,
+            max_new_tokens=args.max_target_length,
+            max_len_a=args.generation_max_len_a,
+            max_len_b=args.generation_max_len_b,
+        )
+        metrics["eval/bleu_ar_beam"] = corpus_bleu(decode(ar_out), references)
+    if nat is not None:
+        nat = nat.to(device)
+        train_scores = score_candidates(
+            nat,
+            train_sources,
+            [[t] for t in nat_train_targets],
+            accelerator,
+            pad,
+            args.generation_max_sentences,
+        )
+        metrics["em/cm"] = corpus_multimodality([row[0] for row in train_scores])
+        if sources:
+            for name, odd in (("argmax", False), ("odd", True)):
+                out = translate(
+                    nat, sources, accelerator, pad, eos, args.generation_max_sentences, odd=odd, length_beam=1
+                )
+                metrics[f"eval/bleu_nat_{name}"] = corpus_bleu(decode(out), references)
+                metrics[f"eval/repeat_rate_nat_{name}"] = repeated_token_rate(out)
+            valid_scores = score_candidates(
+                nat,
+                sources,
+                [[t] for t in valid_targets],
+                accelerator,
+                pad,
+                args.generation_max_sentences,
+            )
+            metrics["eval/cm_valid"] = corpus_multimodality([row[0] for row in valid_scores])
+    return metrics
 
 
 MAX_LISTED_BLANKS = 10

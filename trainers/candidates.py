@@ -16,18 +16,27 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 
-def length_sorted_batches(lengths: list[int], max_tokens: int, max_sentences: int) -> list[list[int]]:
-    """Indices sorted by length, cut into batches of at most `max_sentences` and about `max_tokens` padded tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches, batch = [], []
+def cut_batches(order: list[int], sizes, max_tokens: int | None = None, max_sentences: int | None = None):
+    """The one batching rule: consecutive indices of `order` grouped into batches of at most `max_sentences` whose
+    padded size (batch size x longest `sizes[i]`) stays within `max_tokens` (either limit may be None)."""
+    batches, batch, longest = [], [], 0
     for index in order:
-        if batch and (len(batch) >= max_sentences or lengths[index] * (len(batch) + 1) > max_tokens):
+        longest_if_added = max(longest, sizes[index])
+        too_many = max_sentences is not None and len(batch) >= max_sentences
+        too_big = max_tokens is not None and longest_if_added * (len(batch) + 1) > max_tokens
+        if batch and (too_many or too_big):
             batches.append(batch)
-            batch = []
+            batch, longest_if_added = [], sizes[index]
         batch.append(index)
+        longest = longest_if_added
     if batch:
         batches.append(batch)
     return batches
+
+
+def length_sorted_batches(lengths: list[int], max_sentences: int) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most `max_sentences` (decoding and scoring)."""
+    return cut_batches(sorted(range(len(lengths)), key=lambda i: lengths[i]), lengths, max_sentences=max_sentences)
 
 
 def pad_rows(rows: list[list[int]], value: int, width: int | None = None) -> torch.Tensor:
@@ -211,7 +220,7 @@ def generate_candidates(
             run = _transformers_beams(
                 ar_model, settings, tokenizer.pad_token_id, tokenizer.eos_token_id, accelerator.device
             )
-        batches = length_sorted_batches([len(s) for s in sources], 10**9, settings.max_sentences)
+        batches = length_sorted_batches([len(s) for s in sources], settings.max_sentences)
         by_index = map_sharded(lambda indices: run(indices, sources), batches, accelerator, "AR candidates")
     if sorted(by_index) != list(range(len(sources))):
         raise RuntimeError(f"Candidate generation covered {len(by_index)} of {len(sources)} sources.")
@@ -247,7 +256,7 @@ def translate(
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs).cpu()
         return [(i, strip_generated(out[r], pad_token_id, eos_token_id, start)) for r, i in enumerate(indices)]
 
-    batches = length_sorted_batches([len(s) for s in sources], 10**9, max_sentences)
+    batches = length_sorted_batches([len(s) for s in sources], max_sentences)
     by_index = map_sharded(run, batches, accelerator, "translate")
     return [by_index[i] for i in range(len(sources))]
 
@@ -284,7 +293,7 @@ def score_candidates(
         scores = scores.masked_fill(~usable, float("-inf"))  # (batch, N)
         return [(i, scores[row, : len(candidates[i])].tolist()) for row, i in enumerate(indices)]
 
-    batches = length_sorted_batches([len(s) for s in sources], 10**9, max_sentences)
+    batches = length_sorted_batches([len(s) for s in sources], max_sentences)
     by_index = map_sharded(run, batches, accelerator, "NAT scores")
     return [by_index[i] for i in range(len(sources))]
 

@@ -29,13 +29,14 @@ from accelerate.logging import get_logger
 from accelerate.utils import gather_object, set_seed
 from datasets import Dataset, load_from_disk
 
+from em_nat.data import tokenize_pairs
+from em_nat.evaluation import validation_metrics
 from em_nat.hub import HubPushError, push_round
 from em_nat.logging_setup import LOG_FILE, format_duration, get_phase_logger
-from em_nat.metrics import corpus_bleu, corpus_multimodality, repeated_token_rate
 from em_nat.modeling import check_tokenizer_compatible
 from em_nat.run_dir import RunDir
 from em_nat.trainers.arguments import EMTrainingArguments
-from em_nat.trainers.candidates import generate_candidates, score_candidates, select_targets, translate
+from em_nat.trainers.candidates import generate_candidates, score_candidates, select_targets
 from em_nat.trainers.training import Example, PhaseTrainer
 
 logger = get_logger(__name__)
@@ -63,10 +64,10 @@ class EMTrainer:
         self.tokenizer = tokenizer
         self.ar_model, self.nat_model = ar_model, nat_model
         check_models_share_tokenizer(ar_model, nat_model, tokenizer)
-        self.train_sources, self.train_targets = self._tokenize(train_dataset, "train_dataset")
+        self.train_sources, self.train_targets = tokenize_pairs(train_dataset, tokenizer, args, "train_dataset")
         self.eval_sources, self.eval_targets, self.eval_references = [], [], []
         if eval_dataset is not None:
-            self.eval_sources, self.eval_targets = self._tokenize(eval_dataset, "eval_dataset")
+            self.eval_sources, self.eval_targets = tokenize_pairs(eval_dataset, tokenizer, args, "eval_dataset")
             self.eval_references = _references(eval_dataset, args)
         check_lengths_fit_models(
             ar_model, nat_model, self.train_sources + self.eval_sources, self.train_targets + self.eval_targets
@@ -84,28 +85,6 @@ class EMTrainer:
         self.pending_pushes = {}
 
     # ----- set-up checks ------------------------------------------------------------------------------------------
-
-    def _tokenize(self, dataset, name):
-        args = self.args
-        if "translation" not in dataset.column_names:
-            raise ValueError(f"{name} has columns {dataset.column_names}; a 'translation' column is needed.")
-        pairs = dataset["translation"]
-        if not pairs:
-            raise ValueError(f"{name} is empty.")
-        missing = {args.source_lang, args.target_lang} - set(pairs[0])
-        if missing:
-            raise ValueError(
-                f"{name}'s translations have languages {sorted(pairs[0])}, not {sorted(missing)}; set "
-                "source_lang/target_lang to match the data."
-            )
-        sources = [p[args.source_lang].strip() for p in pairs]
-        targets = [p[args.target_lang].strip() for p in pairs]
-        empty = [i for i, (s, t) in enumerate(zip(sources, targets)) if not s or not t]
-        if empty:
-            raise ValueError(f"{name} has {len(empty)} pairs with an empty side (rows {empty[:5]}...); drop them.")
-        enc = self.tokenizer(sources, truncation=True, max_length=args.max_source_length)["input_ids"]
-        dec = self.tokenizer(text_target=targets, truncation=True, max_length=args.max_target_length)["input_ids"]
-        return enc, dec
 
     def _check_output_dir(self):
         """Refuse to resume a run folder that holds another run: its fingerprint (settings, data content, tokenizer,
@@ -338,60 +317,30 @@ class EMTrainer:
         phase = f"round-{round_index}/eval"
         if self._done(phase):
             return self.state["metrics"][f"round-{round_index}"]
-        args, device = self.args, self.accelerator.device
         started = time.perf_counter()
-        metrics = {"em/round": round_index, "em/settings": args.run_fingerprint()}
         sources, references = self._eval_slice()
-        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
-        decode = lambda rows: self.tokenizer.batch_decode(rows, skip_special_tokens=True)  # noqa: E731
-        if sources:
-            ar_out = translate(
-                ar.to(device),
-                sources,
-                self.accelerator,
-                pad,
-                eos,
-                args.generation_max_sentences,
-                num_beams=args.eval_num_beams,
-                max_new_tokens=args.max_target_length,
-                max_len_a=args.generation_max_len_a,
-                max_len_b=args.generation_max_len_b,
-            )
-            metrics["eval/bleu_ar_beam"] = corpus_bleu(decode(ar_out), references)
-        if nat is not None:
-            nat = nat.to(device)
-            train_scores = score_candidates(
+        metrics = {"em/round": round_index, "em/settings": self.args.run_fingerprint()}
+        metrics.update(
+            validation_metrics(
+                ar,
                 nat,
-                self.train_sources,
-                [[t] for t in nat_train_targets],
+                self.tokenizer,
                 self.accelerator,
-                pad,
-                args.generation_max_sentences,
+                self.args,
+                sources,
+                references,
+                self._eval_slice_targets(),
+                self.train_sources,
+                nat_train_targets,
             )
-            metrics["em/cm"] = corpus_multimodality([row[0] for row in train_scores])
-            if sources:
-                for name, odd in (("argmax", False), ("odd", True)):
-                    out = translate(
-                        nat, sources, self.accelerator, pad, eos, args.generation_max_sentences, odd=odd, length_beam=1
-                    )
-                    metrics[f"eval/bleu_nat_{name}"] = corpus_bleu(decode(out), references)
-                    metrics[f"eval/repeat_rate_nat_{name}"] = repeated_token_rate(out)
-                valid_scores = score_candidates(
-                    nat,
-                    sources,
-                    [[t] for t in self._eval_slice_targets()],
-                    self.accelerator,
-                    pad,
-                    args.generation_max_sentences,
-                )
-                metrics["eval/cm_valid"] = corpus_multimodality([row[0] for row in valid_scores])
+        )
         flat = {k: (v["score"] if isinstance(v, dict) and "score" in v else v) for k, v in metrics.items()}
         self.accelerator.log({k: v for k, v in flat.items() if isinstance(v, (int, float))}, step=round_index)
         metrics["time/evaluate_seconds"] = round(time.perf_counter() - started, 1)
         self._complete(phase, metrics)
         phase_logger.info(
             f"round {round_index}: evaluated in {format_duration(time.perf_counter() - started)}: "
-            + _evaluation_summary(flat, args.eval_num_beams)
+            + _evaluation_summary(flat, self.args.eval_num_beams)
         )
         return self.state["metrics"][f"round-{round_index}"]
 

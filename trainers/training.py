@@ -24,7 +24,7 @@ from accelerate.logging import get_logger
 from em_nat.checkpoints import average_checkpoints, save_state_dict
 from em_nat.logging_setup import get_phase_logger, progress_bar
 from em_nat.models import keep_pad_embedding_zero
-from em_nat.trainers.candidates import pad_rows
+from em_nat.trainers.candidates import cut_batches, pad_rows
 from em_nat.trainers.glancing import glancing_ratio_at
 
 logger = get_logger(__name__)
@@ -142,21 +142,12 @@ def token_budget_batches(examples, max_tokens: int, seed: int, epoch: int, shuff
     order = list(range(len(examples)))
     if shuffle:
         rng.shuffle(order)
-    size = lambda i: max(len(examples[i].input_ids), len(examples[i].labels))  # noqa: E731
+    sizes = [max(len(e.input_ids), len(e.labels)) for e in examples]
     bucket = max(1, 100 * max(1, max_tokens // 32))
     batches = []
     for start in range(0, len(order), bucket):
-        chunk = sorted(order[start : start + bucket], key=size)
-        batch, longest = [], 0
-        for index in chunk:
-            longest_if_added = max(longest, size(index))
-            if batch and longest_if_added * (len(batch) + 1) > max_tokens:
-                batches.append(batch)
-                batch, longest_if_added = [], size(index)
-            batch.append(index)
-            longest = longest_if_added
-        if batch:
-            batches.append(batch)
+        chunk = sorted(order[start : start + bucket], key=lambda i: sizes[i])
+        batches += cut_batches(chunk, sizes, max_tokens=max_tokens)
     if shuffle:
         rng.shuffle(batches)
     return batches

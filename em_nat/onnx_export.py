@@ -12,8 +12,8 @@ cannot trace `argmax -> length -> tensor size`):
   `topk_ids` (batch, tgt_len - 1, top_k), and `log_normaliser` (batch, tgt_len - 1), the log-softmax normaliser.
 
 Between and after the graphs [`OnnxNAT.generate`] takes the steps of `NATForConditionalGeneration.generate` on the
-host, with the same functions (`length_candidates`, `odd_decode`, `select_best`) and the same settings handling, so
-argmax, ODD and the length beam give the ids PyTorch gives. AR rescoring stays on the PyTorch NAT.
+host, with the same functions (`length_candidates`, `odd_decode`, the NAT's candidate choice) and the same settings handling, so
+argmax, ODD, the length beam and AR rescoring (a PyTorch AR or `CT2Rescorer`) give the ids PyTorch gives.
 
 Both graphs come from `torch.onnx.export(..., dynamo=True)`; int8 is ONNX Runtime's `quantize_dynamic` over the
 float32 graphs (int8 weights of every MatMul with a constant weight, activations quantized at run time), because a
@@ -457,25 +457,22 @@ class OnnxNAT:
             input_ids (`torch.LongTensor` of shape `(batch, src_len)`): source ids.
             attention_mask (`torch.Tensor` of shape `(batch, src_len)`, *optional*).
             generation_config (`GenerationConfig`, *optional*): defaults to the one saved with the model.
-            rescorer: not supported here; AR rescoring runs on the PyTorch NAT.
+            rescorer (*optional*): with `length_beam > 1`, picks among the length candidates as in the PyTorch
+                `generate()`: an `AutoModelForSeq2SeqLM` on the NAT's tokenizer, or `em_nat.export.CT2Rescorer`.
             kwargs: the NAT knobs (`length_beam`, `odd`, `odd_top_k` up to the exported `top_k`, `max_length`,
                 `max_new_tokens`, `min_length`), as in the PyTorch `generate()`; unknown knobs are a `TypeError`.
         Returns:
             `torch.LongTensor` of shape `(batch, max_len)`: EOS-terminated, PAD-padded ids, or a
             `NATGenerateOutput` with `return_dict_in_generate=True`.
         """
-        if rescorer is not None:
-            raise ValueError(
-                "OnnxNAT does not rescore with an AR: rescore on the PyTorch NAT, "
-                "NATForConditionalGeneration.from_pretrained(NAT_DIR).generate(..., length_beam=m, rescorer=ar), or "
-                "generate here without a rescorer (candidates ranked by the NAT's own score)."
-            )
         if input_ids is None:
             input_ids = kwargs.pop("inputs", None)
         if input_ids is None:
             raise ValueError("NAT generate() needs input_ids (batch, src_len).")
         kwargs.pop("inputs", None)
         nat = self._nat
+        if rescorer is not None:
+            nat._check_rescorer(rescorer)
         knobs = {name: kwargs.pop(name, None) for name in NAT_KNOBS}
         nat._check_unused_kwargs(kwargs)
         config = nat._decoding_config(generation_config, **knobs)
@@ -517,7 +514,7 @@ class OnnxNAT:
             scores = scores + length_log_probs.repeat_interleave(beam, dim=0).gather(-1, lengths[:, None])[:, 0]
         if beam > 1:
             sequences, scores, lengths = nat._pick_candidates(
-                input_ids, attention_mask, sequences, scores, lengths, beam, None, config
+                input_ids, attention_mask, sequences, scores, lengths, beam, rescorer, config
             )
         return self._output(sequences, scores, lengths, return_dict_in_generate, device)
 

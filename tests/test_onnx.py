@@ -118,6 +118,34 @@ def test_float32_scores_and_lengths_match(float32_pair, tokenizer):
     torch.testing.assert_close(got.sequences_scores, expected.sequences_scores, rtol=1e-4, atol=1e-4)
 
 
+class LongestWins:
+    """A rescorer (the `rescore()` protocol of `em_nat.export.CT2Rescorer`) that prefers the longest candidate, so
+    that rescoring surely changes the NAT's own choice."""
+
+    def __init__(self, tokenizer):
+        self.vocab_size = len(tokenizer)
+        self.pad_token_id, self.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+
+    def rescore(self, input_ids, attention_mask, candidates, alpha=0.6):
+        return candidates.ne(self.pad_token_id).sum(-1).float()  # (batch, k)
+
+
+@pytest.mark.parametrize("prune", [None, 2], ids=["all-candidates", "top-2"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_length_beam_with_rescoring_picks_what_pytorch_picks(float32_pair, tokenizer, prune, padding_side):
+    """The fastest NAT form keeps the best decoding: the exported NAT, rescored by a PyTorch AR or by any object with
+    `rescore()` (CT2Rescorer's protocol), chooses the candidates the PyTorch NAT chooses with that rescorer."""
+    nat, onnx_nat = float32_pair
+    torch.manual_seed(1)
+    ar = em_nat.build_ar_model(tokenizer, nat.config).eval()
+    batch = _batch(tokenizer, padding_side)
+    knobs = {"length_beam": 5, "rescore_top_k": prune}
+    for rescorer in (ar, LongestWins(tokenizer)):
+        expected = nat.generate(**batch, rescorer=rescorer, **knobs)
+        assert torch.equal(onnx_nat.generate(**batch, rescorer=rescorer, **knobs), expected)
+    assert not torch.equal(expected, nat.generate(**batch, **knobs))  # the longest-wins rescorer changed choices
+
+
 def test_empty_sources_and_generic_knobs_as_pytorch(uniform_copy, tokenizer):
     nat, root = uniform_copy
     onnx_nat = OnnxNAT.from_pretrained(root / "onnx", precision="float32", intra_op_num_threads=1)
@@ -129,7 +157,7 @@ def test_empty_sources_and_generic_knobs_as_pytorch(uniform_copy, tokenizer):
     assert torch.equal(got, nat.generate(**batch))
     with pytest.raises(TypeError, match="lenght_beam"):
         onnx_nat.generate(**batch, lenght_beam=3)
-    with pytest.raises(ValueError, match="rescore on the PyTorch NAT"):
+    with pytest.raises(TypeError, match="object with a rescore"):
         onnx_nat.generate(**batch, length_beam=3, rescorer=object())
     with pytest.raises(ValueError, match="export again with top_k=9"):
         onnx_nat.generate(**batch, odd_top_k=9)

@@ -22,6 +22,7 @@ from em_nat.evaluation import (
     CT2_METHODS,
     HF_TWIN,
     METHODS,
+    ONNX_METHODS,
     decode_fn,
     machine,
     make_batches,
@@ -260,10 +261,46 @@ def measurement(spec, method, batch_size, sentences, total, latency, tokens, out
     return row
 
 
+def onnx_worker(spec) -> list[dict]:
+    """Time the exported NAT (ONNX Runtime, `OnnxNAT`) at one intra-op thread setting; its length-beam method
+    rescores with the AR in CTranslate2 int8 (`CT2Rescorer`) at the same thread count."""
+    import torch  # noqa: F401  (tensors around the ONNX Runtime sessions)
+
+    from em_nat.export import CT2Rescorer, OnnxNAT
+
+    precision = spec["runtime"].split("-", 1)[1]
+    threads = {"intra_op_num_threads": spec["intra"]} if spec["intra"] else {}
+    nat = OnnxNAT.from_pretrained(spec["onnx_dir"], precision=precision, **threads)
+    pad, eos = nat.config.pad_token_id, nat.config.eos_token_id
+    fns = {}
+    for name in spec["methods"]:
+        settings = dict(METHODS[name].settings)
+        rescore = settings.pop("rescore", None)
+        if rescore:
+            ct2_threads = {"intra_threads": spec["intra"]} if spec["intra"] else {}
+            rescorer = CT2Rescorer.from_pretrained(
+                spec["ct2_dirs"][rescore], spec["onnx_dir"], compute_type=rescore.split("-", 1)[1], **ct2_threads
+            )
+            settings.update(rescorer=rescorer, rescore_alpha=spec["rescore_alpha"])
+        fns[name] = lambda batch, settings=settings: nat.generate(**batch, **settings)
+    measurements = []
+    for batch_size in spec["batch_sizes"]:
+        subset = spec["ids"][: sentence_limit(spec, batch_size)]
+        batches = make_batches(subset, batch_size, pad)
+        for method, (total, latency, outs) in time_methods(fns, batches, spec["repeats"], spec["warmup"]).items():
+            ids = [output_ids(row, None, eos, pad) for out in outs for row in out.tolist()]
+            tokens = sum(len(row) for row in ids)
+            measurements.append(measurement(spec, method, batch_size, len(subset), total, latency, tokens, ids))
+    return measurements
+
+
+WORKERS = {"torch": torch_worker, "ct2": ct2_worker, "onnx": onnx_worker}
+
+
 def run_worker(spec_path):
     with open(spec_path) as handle:
         spec = json.load(handle)
-    result = torch_worker(spec) if spec["runtime"] == "torch" else ct2_worker(spec)
+    result = WORKERS[spec["runtime"].split("-")[0]](spec)
     with open(spec["result_path"], "w") as handle:
         json.dump(result, handle)
 
@@ -280,7 +317,7 @@ def plan_jobs(methods, batch_sizes, threads, inter_threads, cores) -> list[dict]
     """One job (process) per runtime and thread setting: intra-op threads for all, and for CT2 at batch > 1 also
     inter_threads > 1 where intra x inter fits in the cores."""
     jobs = []
-    for runtime in ("ct2-int8", "ct2-float32", "torch"):
+    for runtime in ("ct2-int8", "ct2-float32", "onnx-int8", "onnx-float32", "torch"):
         chosen = [m for m in methods if runtime_of(m) == runtime]
         if not chosen:
             continue
@@ -309,11 +346,11 @@ def run_jobs(jobs, common, work_dir) -> list[dict]:
     for k, job in enumerate(jobs):
         spec = {**common, **job}  # a job's batch sizes replace the common ones
         spec["result_path"] = os.path.join(work_dir, f"result-{k}.json")
-        if spec["runtime"] == "torch":
-            spec.pop("tokens", None)
-        else:
+        if spec["runtime"].startswith("ct2"):
             spec.pop("ids", None)
             spec["ct2_dir"] = common["ct2_dirs"][spec["runtime"]]
+        else:
+            spec.pop("tokens", None)
         spec_path = os.path.join(work_dir, f"job-{k}.json")
         with open(spec_path, "w") as handle:
             json.dump(spec, handle)
@@ -396,6 +433,7 @@ def prepare(args, work_dir):
         ar.save_pretrained(ar_dir)
         tokenizer.save_pretrained(ar_dir)
         nat.save_pretrained(nat_dir)
+        tokenizer.save_pretrained(nat_dir)  # the ONNX export takes the tokenizer from the NAT's folder
         forced = ar_kwargs["max_new_tokens"]
         ct2_options = {"min_decoding_length": forced, "max_decoding_length": forced}
         c = nat.config
@@ -438,6 +476,38 @@ def convert_ct2(ar_dir, work_dir, runtimes) -> dict:
     return dirs
 
 
+def available_methods(methods: list[str]) -> list[str]:
+    """`methods` without those whose runtime is not installed, each left out with a message naming the extra."""
+    missing = []
+    for module, extra in (("ctranslate2", "ct2"), ("onnxruntime", "onnx")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+            print(f'{module} is not installed (pip install "em-nat[{extra}]"): its rows are left out.', flush=True)
+
+    def needs(method: str) -> set[str]:
+        ct2 = method in CT2_METHODS or bool(ct2_rescorers([method]))
+        return ({"ctranslate2"} if ct2 else set()) | ({"onnxruntime"} if method in ONNX_METHODS else set())
+
+    return [m for m in methods if not needs(m) & set(missing)]
+
+
+def ct2_rescorers(methods) -> set[str]:
+    """The CTranslate2 runtimes that methods rescore with ('ct2-int8')."""
+    return {METHODS[m].settings["rescore"] for m in methods if isinstance(METHODS[m].settings.get("rescore"), str)}
+
+
+def export_nat(nat_dir: str, work_dir: str) -> str:
+    """The NAT exported to ONNX, float32 and dynamic int8 graphs (`em_nat.export.export_onnx`)."""
+    from em_nat.export import export_onnx
+
+    onnx_dir = os.path.join(work_dir, "nat-onnx")
+    report = export_onnx(nat_dir, onnx_dir, int8=True, force=True)
+    print(f"-- exported the NAT to ONNX: {report['precisions']}", flush=True)
+    return onnx_dir
+
+
 def run_benchmark(args: "BenchmarkOptions") -> dict:
     """Run the whole benchmark (module docstring) and return its result: the best row per method and batch size,
     with speed-ups and quality, and every measurement of the sweep."""
@@ -447,12 +517,7 @@ def run_benchmark(args: "BenchmarkOptions") -> dict:
     unknown = [m for m in methods if m not in ORDER]
     if unknown:
         raise SystemExit(f"Unknown method(s) {unknown}; choose from {list(ORDER)}.")
-    if any(m in CT2_METHODS for m in methods):
-        try:
-            import ctranslate2  # noqa: F401
-        except ImportError:
-            print('ctranslate2 is not installed (pip install "em-nat[ct2]"): CT2 rows left out.', flush=True)
-            methods = [m for m in methods if m not in CT2_METHODS]
+    methods = available_methods(methods)
     batch_sizes = args.batch_sizes
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="em-nat-benchmark-")
@@ -460,7 +525,7 @@ def run_benchmark(args: "BenchmarkOptions") -> dict:
     try:
         prepared = prepare(args, work_dir)
         tokenizer = prepared["tokenizer"]
-        runtimes = sorted({runtime_of(m) for m in methods if m in CT2_METHODS})
+        runtimes = sorted({runtime_of(m) for m in methods if m in CT2_METHODS} | ct2_rescorers(methods))
         common = {key: prepared[key] for key in ("ar_dir", "nat_dir", "ids", "ar_kwargs", "ct2_options", "device")}
         common.update(
             batch_sizes=batch_sizes,
@@ -471,6 +536,7 @@ def run_benchmark(args: "BenchmarkOptions") -> dict:
             rescore_alpha=args.rescore_alpha,
             tokens=[tokenizer.convert_ids_to_tokens(row) for row in prepared["ids"]],
             ct2_dirs=convert_ct2(prepared["ar_dir"], work_dir, runtimes),
+            onnx_dir=export_nat(prepared["nat_dir"], work_dir) if set(methods) & set(ONNX_METHODS) else None,
         )
         jobs = plan_jobs(methods, batch_sizes, args.threads, args.inter_threads, cores)
         measurements = run_jobs(jobs, common, work_dir)

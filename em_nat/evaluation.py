@@ -36,7 +36,7 @@ class DecodingMethod:
     label: str
     decoding: str
     model: str  # "ar" or "nat"
-    runtime: str = "torch"  # "torch", "ct2-int8", "ct2-float32"
+    runtime: str = "torch"  # "torch", "ct2-int8", "ct2-float32", "onnx-int8", "onnx-float32"
     settings: dict = field(default_factory=dict)
 
 
@@ -68,14 +68,40 @@ METHODS = {
             "nat",
             settings={"odd": True, "length_beam": LENGTH_BEAM, "rescore": True},
         ),
+        # the NAT exported to ONNX Runtime (em_nat.export.OnnxNAT); ODD and length selection exact on top
+        DecodingMethod(
+            "onnx_int8_odd", "NAT + ODD, ONNX Runtime int8", "ODD, ONNX int8", "nat", "onnx-int8", {"odd": True}
+        ),
+        DecodingMethod(
+            "onnx_float32_odd",
+            "NAT + ODD, ONNX Runtime float32",
+            "ODD, ONNX float32",
+            "nat",
+            "onnx-float32",
+            {"odd": True},
+        ),
+        DecodingMethod(
+            "onnx_int8_lb9_odd_ct2",
+            f"NAT + length beam {LENGTH_BEAM} + ODD + CT2 int8 rescoring, ONNX Runtime int8",
+            f"LB {LENGTH_BEAM} + ODD + CT2 int8 rescoring, ONNX int8",
+            "nat",
+            "onnx-int8",
+            {"odd": True, "length_beam": LENGTH_BEAM, "rescore": "ct2-int8"},
+        ),
     )
 }
 CT2_METHODS = tuple(name for name, m in METHODS.items() if m.runtime.startswith("ct2"))
+ONNX_METHODS = tuple(name for name, m in METHODS.items() if m.runtime.startswith("onnx"))
 TORCH_METHODS = tuple(name for name, m in METHODS.items() if m.runtime == "torch")
 AR_METHODS = tuple(name for name in TORCH_METHODS if METHODS[name].model == "ar")
 NAT_METHODS = tuple(name for name in TORCH_METHODS if METHODS[name].model == "nat")
-# a CT2 method's outputs should equal those of the HF method it was converted from
-HF_TWIN = {name: "ar_beam5" if METHODS[name].settings["beam_size"] > 1 else "ar_greedy" for name in CT2_METHODS}
+# the PyTorch method an exported one was converted from: in float32 its outputs should be the same
+HF_TWIN = {
+    **{name: "ar_beam5" if METHODS[name].settings["beam_size"] > 1 else "ar_greedy" for name in CT2_METHODS},
+    "onnx_int8_odd": "nat_odd",
+    "onnx_float32_odd": "nat_odd",
+    "onnx_int8_lb9_odd_ct2": "nat_lb9_odd_rescore",
+}
 
 
 def decode_fn(name: str, ar=None, nat=None, ar_kwargs: dict | None = None, rescore_alpha: float = 0.6):

@@ -577,6 +577,68 @@ def demo_inputs(run_dir: str, num_rounds: int, synthetic_num_train: int, synthet
     return run.model(num_rounds, "ar"), run.model(num_rounds, "nat"), src, refs
 
 
+def time_candidate_phase(
+    ar: str,
+    source: str,
+    sentences: int = 500,
+    train_size: int = 29000,
+    num_candidates: tuple[int, ...] = (4, 20),
+    backends: str = "transformers,ctranslate2-int8,ctranslate2-float32",
+    threads: int = 2,
+    max_sentences: int = 256,
+    max_new_tokens: int = 96,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+) -> str:
+    """Time the E-step's candidate phase (`em_nat.trainers.candidates.generate_candidates`, what `EMTrainer` runs)
+    on the first `sentences` lines of `source` with each backend and N (beam = N); returns a Markdown table with
+    sources per second and the minutes of one phase over `train_size` sources at that rate. Each backend decodes the
+    same length-sorted batches; torch and CTranslate2 use `threads` intra-op threads."""
+    import time
+
+    import torch
+    from accelerate import Accelerator
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from em_nat.trainers.candidates import CandidateSettings, generate_candidates
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(ar)
+    model = AutoModelForSeq2SeqLM.from_pretrained(ar).eval()
+    with open(source, encoding="utf-8") as handle:
+        lines = [line.strip() for _, line in zip(range(sentences), handle)]
+    ids = tokenizer(lines, truncation=True, max_length=model.config.max_position_embeddings)["input_ids"]
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    chosen = [b for b in backends.split(",") if b]
+    if any(b.startswith("ctranslate2") for b in chosen) and not available_methods(["ct2_int8_greedy"]):
+        chosen = [b for b in chosen if not b.startswith("ctranslate2")]
+    lines_out = [
+        f"Candidate phase on the first {len(ids)} sources of {source} ({threads} threads; {machine(threads=False)}).",
+        "",
+        f"| backend | N (beam) | sources/s | minutes for {train_size:,} sources |",
+        "|---|---|---|---|",
+    ]
+    for n in num_candidates:
+        for backend in chosen:
+            name, _, compute_type = backend.partition("-")
+            settings = CandidateSettings(
+                num_candidates=n,
+                beam_size=n,
+                max_new_tokens=max_new_tokens,
+                max_sentences=max_sentences,
+                max_len_a=max_len_a,
+                max_len_b=max_len_b,
+                backend=name,
+                compute_type=compute_type or "int8",
+            )
+            start = time.perf_counter()
+            generate_candidates(model, tokenizer, ids, settings, accelerator)  # CT2: converts the AR first
+            rate = len(ids) / (time.perf_counter() - start)
+            lines_out.append(f"| {backend} | {n} ({n}) | {rate:.1f} | {train_size / rate / 60:.1f} |")
+            print(lines_out[-1], flush=True)
+    return "\n".join(lines_out)
+
+
 def markdown(result: dict) -> str:
     return benchmark_markdown(result, LABELS, list(ORDER), BASELINES)
 

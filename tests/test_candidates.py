@@ -35,6 +35,18 @@ def test_candidates_and_translations_stop_at_the_cap(tokenizer, pairs):
     assert max(map(len, out)) <= cap + 1
 
 
+def test_one_greedy_candidate_per_source_is_the_greedy_translation(tokenizer, pairs):
+    """N = 1 with beam 1 (allowed: the E-step then reduces to KD) has no beam scores from `generate()`; the candidate
+    is the greedy output and its score the mean log-probability of its tokens, as beam search scores."""
+    ar, _ = tiny_models(tokenizer)
+    sources, accelerator = _sources(tokenizer, pairs), Accelerator(cpu=True)
+    settings = CandidateSettings(num_candidates=1, beam_size=1, max_new_tokens=12, max_sentences=8)
+    candidates, scores = generate_candidates(ar, tokenizer, sources, settings, accelerator)
+    greedy = translate(ar, sources, accelerator, tokenizer.pad_token_id, tokenizer.eos_token_id, 8, max_new_tokens=12)
+    assert [c[0] for c in candidates] == greedy
+    assert all(len(s) == 1 and -float("inf") < s[0] < 0 for s in scores)
+
+
 def test_negative_length_cap_is_refused(tmp_path):
     with pytest.raises(ValueError, match="generation_max_len_a"):
         EMTrainingArguments(output_dir=str(tmp_path), generation_max_len_a=-1.0)
@@ -70,3 +82,32 @@ def test_ctranslate2_backend_without_ctranslate2_names_the_install(tmp_path, mon
 def test_candidate_settings_refuse_a_beam_narrower_than_n():
     with pytest.raises(ValueError, match="beam_size"):
         CandidateSettings(num_candidates=4, beam_size=2, max_new_tokens=10)
+
+
+def test_candidate_phase_timing_script_prints_every_backend_and_n(tokenizer, pairs, tmp_path):
+    """examples/time_candidates.py on a tiny saved AR: one row per backend and N, rates from the E-step's own code."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import tiny_models
+
+    ar, _ = tiny_models(tokenizer)
+    ar.save_pretrained(tmp_path / "ar")
+    tokenizer.save_pretrained(tmp_path / "ar")
+    (tmp_path / "train.src").write_text("".join(s + "\n" for s, _ in pairs[:6]))
+    has_ct2 = importlib.util.find_spec("ctranslate2") is not None
+    backends = "transformers,ctranslate2-int8" if has_ct2 else "transformers"
+    script = Path(__file__).resolve().parents[1] / "examples" / "time_candidates.py"
+    command = [sys.executable, str(script), "--ar", str(tmp_path / "ar"), "--source", str(tmp_path / "train.src")]
+    command += ["--sentences", "6", "--num_candidates", "1,2", "--backends", backends, "--max_new_tokens", "12"]
+    command += ["--output_md", str(tmp_path / "t.md")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [
+        line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith(("| transformers", "| ctr"))
+    ]
+    expected = [(b, n) for n in (1, 2) for b in backends.split(",")]
+    assert [(r.split(" | ")[0][2:], int(r.split(" | ")[1].split()[0])) for r in rows] == expected
+    assert "first 6 sources" in result.stdout

@@ -125,6 +125,16 @@ class CandidateSettings:
             raise ValueError(f"candidate backend must be one of {CANDIDATE_BACKENDS}, got {self.backend!r}.")
 
 
+def _greedy_scores(ar_model, out, eos_token_id):
+    """Beam search's sequence score for greedy outputs (beam 1 has none): the mean log-probability of the generated
+    tokens up to the first EOS included (length penalty 1)."""
+    steps = ar_model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)  # (batch, steps)
+    generated = out.sequences[:, -steps.shape[1] :]
+    is_eos = generated.eq(eos_token_id).long()
+    kept = (is_eos.cumsum(-1) - is_eos).eq(0)  # up to the first EOS, included
+    return (steps * kept).sum(-1) / kept.sum(-1).clamp(min=1)
+
+
 def _transformers_beams(ar_model, settings: CandidateSettings, pad_token_id, eos_token_id, device):
     """`run(batch of (index, source ids)) -> [(index, (N candidates, N scores))]` with `generate()`."""
     ar_model.eval()
@@ -146,7 +156,10 @@ def _transformers_beams(ar_model, settings: CandidateSettings, pad_token_id, eos
             return_dict_in_generate=True,
         )
         rows = out.sequences.view(len(indices), n, -1).cpu()  # (batch, N, out_len)
-        scores = out.sequences_scores.view(len(indices), n).float().cpu().tolist()
+        sequence_scores = (
+            out.sequences_scores if settings.beam_size > 1 else _greedy_scores(ar_model, out, eos_token_id)
+        )
+        scores = sequence_scores.view(len(indices), n).float().cpu().tolist()
         return [
             (i, ([strip_generated(rows[r, k], pad_token_id, eos_token_id, start) for k in range(n)], scores[r]))
             for r, i in enumerate(indices)

@@ -2,7 +2,7 @@
 CTranslate2 being the CPU baseline that counts (DESIGN.md, "Measuring"); Hugging Face `generate()` rows stay for
 reference. Methods and labels: `em_nat.evaluation.METHODS`; speed-up as `em_nat.evaluation` defines it.
 
-Every runtime (torch, CT2 int8, CT2 float32) and thread setting is timed in a process of its own
+Every runtime (torch, CT2 int8, CT2 float32, ONNX Runtime int8 and float32 for the exported NAT) and thread setting is timed in a process of its own
 (`python -m em_nat.benchmark --worker SPEC`), because one runtime's idle worker threads slow another's. The sweep
 covers intra-op threads (torch `set_num_threads`, CT2 `intra_threads`) and, at batch > 1, CT2 `inter_threads`
 (batches submitted together); each method is reported at its best setting. Warm-up first, then repeats with the
@@ -196,7 +196,8 @@ def torch_worker(spec) -> list[dict]:
 
 
 def ct2_worker(spec) -> list[dict]:
-    """Time CT2 greedy and beam search of one converted model at one intra/inter thread setting. Imports no torch."""
+    """Time CT2 greedy and beam search of one converted model at one intra/inter thread setting. The worker process
+    imports the em_nat package (and with it torch) but runs no torch work: idle torch holds no worker threads."""
     import ctranslate2
 
     translator = ctranslate2.Translator(
@@ -479,17 +480,19 @@ def convert_ct2(ar_dir, work_dir, runtimes) -> dict:
 def available_methods(methods: list[str]) -> list[str]:
     """`methods` without those whose runtime is not installed, each left out with a message naming the extra."""
     missing = []
-    for module, extra in (("ctranslate2", "ct2"), ("onnxruntime", "onnx")):
+
+    def needs(method: str) -> set[str]:
+        ct2 = method in CT2_METHODS or bool(ct2_rescorers([method]))
+        onnx = {"onnx", "onnxruntime", "onnxscript"} if method in ONNX_METHODS else set()
+        return ({"ctranslate2"} if ct2 else set()) | onnx
+
+    for module in sorted(set().union(*map(needs, methods))):
         try:
             __import__(module)
         except ImportError:
             missing.append(module)
-            print(f'{module} is not installed (pip install "em-nat[{extra}]"): its rows are left out.', flush=True)
-
-    def needs(method: str) -> set[str]:
-        ct2 = method in CT2_METHODS or bool(ct2_rescorers([method]))
-        return ({"ctranslate2"} if ct2 else set()) | ({"onnxruntime"} if method in ONNX_METHODS else set())
-
+            extra = "ct2" if module == "ctranslate2" else "onnx"
+            print(f'{module} is not installed (pip install "em-nat[{extra}]"): rows that need it are left out.')
     return [m for m in methods if not needs(m) & set(missing)]
 
 
@@ -610,7 +613,7 @@ def time_candidate_phase(
     ids = tokenizer(lines, truncation=True, max_length=model.config.max_position_embeddings)["input_ids"]
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     chosen = [b for b in backends.split(",") if b]
-    if any(b.startswith("ctranslate2") for b in chosen) and not available_methods(["ct2_int8_greedy"]):
+    if any(b.startswith("ctranslate2") for b in chosen) and not available_methods(list(CT2_METHODS[:1])):
         chosen = [b for b in chosen if not b.startswith("ctranslate2")]
     lines_out = [
         f"Candidate phase on the first {len(ids)} sources of {source} ({threads} threads; {machine(threads=False)}).",

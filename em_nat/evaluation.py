@@ -4,8 +4,9 @@
 of the baseline, both measured in the same run, on the same sentences, at the same batch size, with the methods of
 one process timed interleaved (`time_interleaved`). At batch 1 this is the ratio of mean latencies.
 
-`EMTrainer` (validation), `evaluate_run` (a run's test table, examples/evaluate_em.py) and the benchmark
-(`em_nat.benchmark`, examples/benchmark.py) all decode through `decode_fn` and time through `time_interleaved`.
+`EMTrainer` validates through `validation_metrics` (decoding sharded over accelerate processes); a run's results
+table (`batch1_speedups`), its test table (`evaluate_run`, examples/evaluate_em.py) and the benchmark
+(`em_nat.benchmark`, examples/benchmark.py) decode through `decode_fn` and time through `time_interleaved`.
 """
 
 import json
@@ -192,12 +193,13 @@ def speedup(sentences_per_s: float, baseline_sentences_per_s: float) -> float:
     return sentences_per_s / baseline_sentences_per_s
 
 
-def batch1_speedups(pairs: dict, tokenizer, sources: list[str], warmup: int = 2) -> dict:
-    """`{name: speed-up}` of each `(method_fn, baseline_fn)` pair at batch 1 over `sources`, each pair timed
-    interleaved (e.g. a round's NAT + ODD against the same round's AR beam)."""
+def batch1_speedups(pairs: dict, tokenizer, sources: list[str], max_length: int, warmup: int = 2) -> dict:
+    """`{name: speed-up}` of each `(method_fn, baseline_fn)` pair at batch 1 over `sources` (truncated to
+    `max_length` tokens, the models' positions), each pair timed interleaved (e.g. a round's NAT + ODD against the
+    same round's AR beam)."""
     if not sources:
         return {name: float("nan") for name in pairs}
-    ids = tokenizer(sources, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+    ids = tokenizer(sources, truncation=True, max_length=max_length)["input_ids"]
     batches = make_batches(ids, 1, tokenizer.pad_token_id)
     result = {}
     for name, (fn, baseline) in pairs.items():

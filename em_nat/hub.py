@@ -92,7 +92,7 @@ def build_model_card(
         args: the run's `EMTrainingArguments`.
         metrics: the round's metrics (BLEU entries are `{"score", "signature"}` dicts).
         repo_id: the Hub repo the card is pushed to.
-        test_result: the run's test-set evaluation (`examples/evaluate_em.py`); a NAT card then lists this round's
+        test_result: the run's test-set evaluation (`em_nat.evaluation.evaluate_run`); a NAT card then lists this round's
             rows and the AR's, and its model-index holds the test BLEU of each NAT decoding.
         example: the source sentence of the usage snippet.
         folder: the saved model the card describes; its `generation_config.json` gives the decoding section.
@@ -386,7 +386,12 @@ def push_round(
     for kind, repo_id in targets:
         folder = RunDir(run_dir).model(round_index, kind)
         if not os.path.isdir(folder):
-            continue  # round 0 without a raw-data NAT
+            if kind == "nat" and round_index == 0:
+                continue  # round 0 without a raw-data NAT
+            raise ValueError(
+                f"{folder} does not exist: push_round takes the run folder (output_dir) and a round whose models "
+                "are saved there."
+            )
         extra = {"example": example} if example else {}
         card = build_model_card(
             round_index, args, metrics, repo_id, kind, test_result=test_result, folder=folder, **extra

@@ -19,8 +19,8 @@ import os
 import re
 import shutil
 
+from em_nat.files import read_json_state, write_json_atomic
 from em_nat.logging_setup import LOG_FILE
-from em_nat.trainers.training import read_json_state, write_json_atomic
 
 STATE_FILE = "em_state.json"
 MODEL_KINDS = ("ar", "nat")
@@ -109,8 +109,13 @@ class RunDir:
         return self.round(round_index, "data")
 
     def work(self, round_index: int, phase: str) -> str:
-        """Where a training phase keeps its resume checkpoints."""
-        return self.round(round_index, "work", phase)
+        """Where a training phase keeps its resume checkpoints; for a NAT phase interrupted before the rename, its
+        `work/nar` folder (so the phase resumes from its last checkpoint, not from update 0)."""
+        folder = self.round(round_index, "work", phase)
+        legacy = LEGACY_FOLDERS.get(phase)
+        if legacy and not os.path.isdir(folder) and os.path.isdir(self.round(round_index, "work", legacy)):
+            return self.round(round_index, "work", legacy)
+        return folder
 
     # ----- finished rounds and their metrics ------------------------------------------------------------------------
 

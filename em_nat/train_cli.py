@@ -340,20 +340,21 @@ def _nat_speedups(run, metrics, sources, num_beams) -> dict:
 
     from em_nat.modeling import NATForConditionalGeneration
 
-    pairs, tokenizer = {}, None
+    pairs, tokenizer, limit = {}, None, None
     for t in sorted(metrics):
         if "eval/bleu_nat_odd" not in metrics[t]:
             continue
         ar = AutoModelForSeq2SeqLM.from_pretrained(run.model(t, "ar")).eval()
         nat = NATForConditionalGeneration.from_pretrained(run.model(t, "nat")).eval()
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(run.model(t, "nat"))
-        limit = nat.config.max_position_embeddings
-        ar_kwargs = {"max_new_tokens": limit}
+        positions = min(nat.config.max_position_embeddings, ar.config.max_position_embeddings)
+        limit = positions if limit is None else min(limit, positions)
+        ar_kwargs = {"max_new_tokens": positions}
         pairs[t] = (
             decode_fn("nat_odd", ar, nat),
             lambda b, ar=ar, kw=ar_kwargs: ar.generate(**b, num_beams=num_beams, **kw),
         )
-    return batch1_speedups(pairs, tokenizer, sources) if pairs else {}
+    return batch1_speedups(pairs, tokenizer, sources, limit) if pairs else {}
 
 
 def use_all_cores_when_alone():

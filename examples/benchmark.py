@@ -1,9 +1,11 @@
 """Latency, throughput and quality of NAT decoding against its paired AR, the AR converted to CTranslate2 being the
 CPU baseline that counts (DESIGN.md, "Measuring"); Hugging Face `generate()` rows stay for reference.
 
-Methods (`em_nat.evaluation.METHODS`): CT2 int8 and float32, greedy and beam 5, of the AR converted with `em_nat.export` (float32 decodes exactly
-like `generate()`); HF AR greedy and beam 5; NAT argmax, NAT + ODD, NAT + length beam 9 + ODD + AR rescoring. At
-batch 1 and batch 64 by default. Every runtime (torch, CT2 int8, CT2 float32) and thread setting is timed in a
+Methods (`em_nat.evaluation.METHODS`): CT2 int8 and float32, greedy and beam 5, of the AR converted with
+`em_nat.export` (float32 decodes exactly like `generate()`); HF AR greedy and beam 5; NAT argmax, NAT + ODD, NAT +
+length beam 9 + ODD + AR rescoring; the NAT exported to ONNX Runtime (int8 and float32, ODD; int8 with length beam 9
++ ODD + CT2 int8 rescoring). At batch 1 and batch 64 by default. Every runtime (torch, CT2 int8, CT2 float32, ONNX
+Runtime int8, ONNX Runtime float32) and thread setting is timed in a
 process of its own, because one runtime's idle worker threads slow another's. The script sweeps intra-op threads
 (1 and 2: torch `set_num_threads`, CT2 `intra_threads`) and, at batch > 1, CT2 `inter_threads` (batches submitted
 together), prints the sweep, and reports each method at its best setting, the setting in brackets. Warm-up first,
@@ -20,8 +22,8 @@ same batch size measured in this run, against CT2 int8 greedy and CT2 int8 beam 
     python examples/benchmark.py --demo
 
 Writes `--output_json`, `--output_md` and, with BLEU, `--output_png`; prints the Markdown tables. Needs
-`pip install "em-nat[benchmark]"` (ctranslate2, matplotlib) for the CT2 rows and the plot; without ctranslate2
-the CT2 rows are left out with a message.
+`pip install "em-nat[benchmark]"` (ctranslate2, onnx, onnxruntime, onnxscript, matplotlib) for the CT2 and ONNX
+Runtime rows and the plot; rows whose runtime is not installed are left out with a message naming the extra.
 """
 
 import argparse

@@ -47,6 +47,22 @@ def test_one_greedy_candidate_per_source_is_the_greedy_translation(tokenizer, pa
     assert all(len(s) == 1 and -float("inf") < s[0] < 0 for s in scores)
 
 
+def test_greedy_scores_ignore_what_follows_eos():
+    """After EOS, greedy pads, and a forced-EOS or banned-PAD processor can give those steps -inf: the score is the
+    mean log-probability up to EOS, never NaN."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from em_nat.trainers.candidates import _greedy_scores
+
+    eos, pad = 1, 0
+    out = SimpleNamespace(sequences=torch.tensor([[5, 7, eos, pad], [6, 8, 9, eos]]), scores=None)
+    steps = torch.tensor([[-1.0, -2.0, -3.0, float("-inf")], [-1.0, -1.0, -1.0, -1.0]])
+    model = SimpleNamespace(compute_transition_scores=lambda sequences, scores, normalize_logits: steps)
+    assert _greedy_scores(model, out, eos).tolist() == [-2.0, -1.0]
+
+
 def test_negative_length_cap_is_refused(tmp_path):
     with pytest.raises(ValueError, match="generation_max_len_a"):
         EMTrainingArguments(output_dir=str(tmp_path), generation_max_len_a=-1.0)

@@ -114,3 +114,15 @@ def test_a_run_folder_from_before_the_rename_loads_evaluates_and_resumes(tokeniz
     ar, nat = tiny_models(tokenizer)
     EMTrainer(ar, nat, tokenizer, train, valid, args=EMTrainingArguments(output_dir=str(old), **args)).train()
     assert {p: p.stat().st_mtime_ns for p in old.glob("round-*/*/model.safetensors")} == stamps
+
+
+def test_a_nat_phase_interrupted_before_the_rename_resumes_from_its_checkpoint(tmp_path):
+    """round-<t>/work/nar (old code) is where a new EMTrainer looks for that NAT phase's checkpoint, so the phase goes
+    on from its last update instead of update 0; a new run folder uses work/nat."""
+    run = RunDir(tmp_path)
+    assert run.work(1, "nat") == str(tmp_path / "round-1" / "work" / "nat")
+    (tmp_path / "round-1" / "work" / "nar" / "checkpoint").mkdir(parents=True)
+    assert run.work(1, "nat") == str(tmp_path / "round-1" / "work" / "nar")
+    assert run.work(1, "ar") == str(tmp_path / "round-1" / "work" / "ar")
+    (tmp_path / "round-1" / "work" / "nat").mkdir()
+    assert run.work(1, "nat") == str(tmp_path / "round-1" / "work" / "nat")

@@ -132,7 +132,7 @@ def _greedy_scores(ar_model, out, eos_token_id):
     generated = out.sequences[:, -steps.shape[1] :]
     is_eos = generated.eq(eos_token_id).long()
     kept = (is_eos.cumsum(-1) - is_eos).eq(0)  # up to the first EOS, included
-    return (steps * kept).sum(-1) / kept.sum(-1).clamp(min=1)
+    return steps.masked_fill(~kept, 0.0).sum(-1) / kept.sum(-1).clamp(min=1)  # -inf after EOS (forced EOS) is dropped
 
 
 def _transformers_beams(ar_model, settings: CandidateSettings, pad_token_id, eos_token_id, device):

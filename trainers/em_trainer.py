@@ -392,7 +392,7 @@ class EMTrainer:
         every process or on the main one only (the others return at once).
 
         Args:
-            test_result: the run's test-set evaluation (examples/evaluate_em.py `evaluate_run`), shown in the NAT
+            test_result: the run's test-set evaluation (`em_nat.evaluation.evaluate_run`), shown in the NAT
                 model cards.
             example: the source sentence of the model cards' usage snippet.
         """

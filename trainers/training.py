@@ -1,6 +1,6 @@
 """One accelerate training loop for both EM phases: the AR phase (any `AutoModelForSeq2SeqLM`) and the NAT phase.
 
-Per phase: Adam (0.9, 0.98, eps 1e-9) with inverse-sqrt warm-up (PAPER.md, "The NAT model"), label smoothing,
+Per phase: Adam (0.9, 0.98, eps 1e-9) with inverse-sqrt warm-up (PAPER.md, "The NAR model"), label smoothing,
 gradient accumulation, clipping, mixed precision, batches by token budget with length bucketing, validation loss,
 steps or epochs, best or last checkpoint or the average of the last k, and resume from the phase's last checkpoint
 (`accelerator.save_state`).
@@ -22,8 +22,10 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from em_nat.checkpoints import average_checkpoints, save_state_dict
+from em_nat.files import fsync_dir, write_json_atomic
 from em_nat.logging_setup import get_phase_logger, progress_bar
 from em_nat.models import keep_pad_embedding_zero
+from em_nat.run_dir import modernize
 from em_nat.trainers.candidates import cut_batches, pad_rows
 from em_nat.trainers.glancing import glancing_ratio_at
 
@@ -37,48 +39,12 @@ CHECKPOINT = "checkpoint"
 STAGED, PREVIOUS, TRASH = ".new", ".old", ".trash"
 
 
-def write_json_atomic(path: str, obj, indent=None):
-    """Write `obj` as JSON to `path` so that `path` always holds either its old or its new complete content: written
-    to `path.tmp`, flushed to disk, then renamed over `path` (a rename within one folder is atomic)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(obj, handle, indent=indent)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
-
-
-def read_json_state(path: str, recovery: str):
-    """The JSON in `path`; a file that does not parse (truncated, garbage) raises a `ValueError` that names the file
-    and says how to recover (`recovery`)."""
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is unreadable ({type(error).__name__}: {error}). {recovery}") from error
-
-
-def _fsync_dir(path: str):
-    """Make the renames inside folder `path` durable (no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path: str):
     for root, _, files in os.walk(path):
         for name in files:
             with open(os.path.join(root, name), "rb") as handle:
                 os.fsync(handle.fileno())
-        _fsync_dir(root)
+        fsync_dir(root)
 
 
 def _discard(path: str):
@@ -101,7 +67,7 @@ def swap_in(staged: str, final: str):
     if os.path.lexists(final):
         os.replace(final, previous)
     os.replace(staged, final)
-    _fsync_dir(os.path.dirname(final) or ".")
+    fsync_dir(os.path.dirname(final) or ".")
     _discard(previous)
 
 
@@ -280,7 +246,7 @@ class PhaseTrainer:
         lists is there with its size), else None."""
         try:
             with open(os.path.join(path, STATE_FILE)) as handle:
-                state = json.load(handle)
+                state = modernize(json.load(handle))  # a checkpoint from before the rename: 'nar/loss' keys
             if not {"step", "micro_step", "epoch", "position", "scheduler"} <= set(state):
                 return None
             files = state.get("files", {})  # none listed: a checkpoint of an earlier version, taken as it is
@@ -341,7 +307,7 @@ class PhaseTrainer:
             logger.warning(f"{self.name}: {final} is incomplete or absent; resuming from the complete {chosen}")
             _discard(final)
             os.replace(chosen, final)
-            _fsync_dir(self.output_dir)
+            fsync_dir(self.output_dir)
         for leftover in (final + STAGED, final + PREVIOUS):
             _discard(leftover)
         best = os.path.join(self.output_dir, "best")

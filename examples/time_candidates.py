@@ -10,6 +10,7 @@ The run's length cap applies (`--max_len_a 1.2 --max_len_b 10 --max_new_tokens 9
 """
 
 import argparse
+import os
 
 from em_nat.benchmark import time_candidate_phase
 from em_nat.cli import bounded, bounded_list
@@ -32,6 +33,14 @@ def main(argv=None):
     parser.add_argument("--max_len_b", type=bounded(int, 0), default=10)
     parser.add_argument("--output_md", default=None, help="Also write the table here.")
     args = parser.parse_args(argv)
+    known = ("transformers", "ctranslate2-int8", "ctranslate2-float32")
+    unknown = [b for b in args.backends.split(",") if b and b not in known]
+    if unknown:
+        parser.error(f"--backends {unknown} unknown; choose from {','.join(known)}.")
+    if not os.path.isfile(os.path.join(args.ar, "config.json")):
+        parser.error(f"--ar {args.ar}: not a saved model folder (no config.json); give the AR's save_pretrained folder.")
+    if not os.path.isfile(args.source):
+        parser.error(f"--source {args.source}: no such file; give the training sources, one per line.")
     table = time_candidate_phase(**{k: v for k, v in vars(args).items() if k != "output_md"})
     print(table)
     if args.output_md:

@@ -127,3 +127,27 @@ def test_candidate_phase_timing_script_prints_every_backend_and_n(tokenizer, pai
     expected = [(b, n) for n in (1, 2) for b in backends.split(",")]
     assert [(r.split(" | ")[0][2:], int(r.split(" | ")[1].split()[0])) for r in rows] == expected
     assert "first 6 sources" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ar", "/no/such/ar", "--source", "README.md"], "--ar /no/such/ar: not a saved model folder"),
+        (["--ar", "tests", "--source", "README.md"], "--ar tests: not a saved model folder"),
+        (["--ar", "/x", "--source", "README.md", "--backends", "onnx"], "--backends ['onnx'] unknown"),
+        (["--ar", "/x", "--source", "README.md", "--num_candidates", "0"], "must be >= 1, got 0"),
+    ],
+)
+def test_candidate_phase_timing_script_refuses_bad_input_before_loading(argv, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "time_candidates.py"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

@@ -173,7 +173,7 @@ def build_model_card(
         targets=targets,
         ar_partner=args.hub_ar_model_id or "not pushed",
         cm=f"{cm:.3f}" if isinstance(cm, (int, float)) else "n/a",
-        changed=f"{100 * changed:.1f}%" if isinstance(changed, (int, float)) else "n/a",
+        changed=_selection_note(changed, round_index),
         results="\n".join(rows) if len(rows) > 2 else "No validation data was given.",
         decoding=_decoding_section(folder, kind, args.eval_num_beams),
         repo_id=repo_id,
@@ -251,6 +251,14 @@ def _glancing_note(value) -> str:
         return ", vanilla NAT training"
     schedule = f"{start:g}" if start == end else f"{start:g} falling linearly to {end:g} over the phase"
     return f", glancing training (GLAT), ratio {schedule}"
+
+
+def _selection_note(changed, round_index: int) -> str:
+    if isinstance(changed, (int, float)):
+        return f"{100 * changed:.1f}%"
+    if round_index == 0:
+        return "none (round 0 trains on the real targets)"
+    return "no selection this round (the last round's AR was not trained: train_final_ar false)"
 
 
 def _training_targets(round_index: int, nat_targets: str) -> str:

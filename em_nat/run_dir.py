@@ -4,7 +4,8 @@
     <run>/tokenizer/               the tokenizer a run trained (absent when it came with the AR)
     <run>/round-<t>/ar, nat        the round's models (save_pretrained folders, tokenizer included)
     <run>/round-<t>/candidates     the AR's N-best (a datasets folder), rounds >= 1
-    <run>/round-<t>/data           sources, candidates, scores and the selection S_t, rounds >= 1
+    <run>/round-<t>/data           sources, candidates, scores and the selection S_t, rounds >= 1 (not the last
+                                   one when train_final_ar is false: nothing uses its S_t)
     <run>/round-<t>/work/<phase>   a phase's resume checkpoints, deleted once the phase is complete
     <run>/round-<t>/metrics.json   the round's metrics, written when the round is saved (the round is finished)
     <run>/results.{md,json}, test_results.{md,json}, train.log

@@ -160,6 +160,11 @@ def test_continued_ar_and_untrained_final_ar(tokenizer, pairs, tmp_path):
     ar1 = MarianMTModel.from_pretrained(run / "round-1" / "ar")
     ar2 = MarianMTModel.from_pretrained(run / "round-2" / "ar")
     assert all(torch.equal(a, b) for a, b in zip(ar1.state_dict().values(), ar2.state_dict().values()))
+    # the last selection would feed no model: it is not made, the earlier one is
+    assert (run / "round-1" / "data").is_dir() and not (run / "round-2" / "data").exists()
+    assert "em/selection_differs_from_1best" in metrics["round-1"]
+    assert "em/selection_differs_from_1best" not in metrics["round-2"]
+    assert (run / "round-2" / "candidates").is_dir()  # round 2's NAT still learns the 1-best of AR_1's candidates
 
 
 @pytest.fixture

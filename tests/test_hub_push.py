@@ -385,3 +385,16 @@ def test_model_card_says_how_the_nat_was_trained(tmp_path, ratio, expected):
     )
     card = str(hub.build_model_card(1, args, {}, "test-user/nat"))
     assert expected in card
+
+
+@pytest.mark.parametrize(
+    "round_index, metrics, expected",
+    [
+        (1, {"em/selection_differs_from_1best": 0.25}, "| selections differing from the AR 1-best | 25.0% |"),
+        (0, {}, "| selections differing from the AR 1-best | none (round 0 trains on the real targets) |"),
+        (2, {}, "no selection this round (the last round's AR was not trained: train_final_ar false)"),
+    ],
+)
+def test_model_card_says_how_many_selections_left_the_1_best(tmp_path, round_index, metrics, expected):
+    args = EMTrainingArguments(output_dir=str(tmp_path / "run"), num_rounds=2, source_lang="en", target_lang="de")
+    assert expected in str(hub.build_model_card(round_index, args, metrics, "test-user/nat"))

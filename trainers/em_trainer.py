@@ -169,7 +169,8 @@ class EMTrainer:
             one_best = [c[0] for c in candidates["candidate_ids"]]
             nat_targets = one_best if (args.nat_targets == "one_best" or selection is None) else selection
             nat = self.train_nat(t, nat_targets)
-            selection = self.select_targets(t, nat, candidates, nat_targets)
+            if self._selection_needed(t):
+                selection = self.select_targets(t, nat, candidates, nat_targets)
             ar = self.train_ar(t, selection)
             self.evaluate(t, ar, nat, nat_targets)
             self.save_round(t, push=push)
@@ -180,6 +181,13 @@ class EMTrainer:
                 self.push_round(t)
             self._raise_if_pending()
         return self.state["metrics"]
+
+    def _selection_needed(self, round_index: int) -> bool:
+        """S_t feeds AR_t and the next round; the last round's S_t feeds nothing when its AR is not trained."""
+        if round_index < self.args.num_rounds or self.args.train_final_ar:
+            return True
+        phase_logger.info(f"round {round_index}: selection skipped (train_final_ar false: no AR or NAT would use it)")
+        return False
 
     def _phase_model(self, name, round_index):
         """The model a phase starts from: initial weights (restart, or round 0) or the previous round's."""

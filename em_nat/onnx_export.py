@@ -9,7 +9,13 @@ cannot trace `argmax -> length -> tensor size`):
   `length_logits` (batch, num_length_classes);
 - `decoder.onnx`: `encoder_states`, `attention_mask`, `input_ids` (one row per candidate), `target_mask`
   (batch, tgt_len) -> the `top_k` best non-special tokens of every content position, `topk_values` (raw logits) and
-  `topk_ids` (batch, tgt_len - 1, top_k), and `log_normaliser` (batch, tgt_len - 1), the log-softmax normaliser.
+  `topk_ids` (batch, tgt_len - 1, top_k), and the `content_states` (batch, tgt_len - 1, d_model) they came from;
+- `normaliser.onnx`: `content_states` -> `log_normaliser` (batch, tgt_len - 1), the log-softmax normaliser, run only
+  when scores are needed (length beam, `return_dict_in_generate`): argmax and ODD do not change under a
+  per-position constant, and over an 8k vocabulary the normaliser costs as much as the projection.
+
+The output projection in both graphs holds only the rows of the choosable (non-special) ids, as a weight of its own
+(the NAT ties it to the embedding), so int8 quantization takes it and no masking of special ids is needed.
 
 Between and after the graphs [`OnnxNAT.generate`] takes the steps of `NATForConditionalGeneration.generate` on the
 host, with the same functions (`length_candidates`, `odd_decode`, the NAT's candidate choice) and the same settings handling, so
@@ -32,7 +38,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, GenerationConfig
 
-from .modeling import NATConfig, NATForConditionalGeneration, NATGenerateOutput
+from .modeling import NATConfig, NATForConditionalGeneration, NATGenerateOutput, NATGenerationConfig
 from .modeling.decoding import length_candidates, odd_decode, top_k_per_position
 from .modeling.modeling_nat import right_align
 
@@ -40,10 +46,10 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "onnx_export.json"
 FORMAT = "em-nat-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the decoder graph computed the normaliser itself, over a tied float32 projection
 GRAPHS = {
-    "float32": {"encoder": "encoder.onnx", "decoder": "decoder.onnx"},
-    "int8": {"encoder": "encoder_int8.onnx", "decoder": "decoder_int8.onnx"},
+    "float32": {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "normaliser": "normaliser.onnx"},
+    "int8": {"encoder": "encoder_int8.onnx", "decoder": "decoder_int8.onnx", "normaliser": "normaliser_int8.onnx"},
 }
 # The decoder graph returns this many candidates per position (at least the saved `odd_top_k`); `generate()` takes
 # the first `odd_top_k` of them, which are the top `odd_top_k` (TopK is sorted).
@@ -102,21 +108,22 @@ class NATEncoderGraph(nn.Module):
 class NATDecoderGraph(nn.Module):
     """Decoder input, decoder and output projection over given target lengths, reduced to the top-k candidates of
     every content position. Mirrors `NATModel.decode` (mask always applied) and the projection step of
-    `NATForConditionalGeneration._fill_positions` (special ids never chosen; the normaliser over the other ids)."""
+    `NATForConditionalGeneration._fill_positions`: special ids are never chosen, so the projection holds the other
+    rows only (its own copy of the tied embedding, which dynamic quantization can then make int8) and the chosen ids
+    are mapped back to vocabulary ids. The log-softmax normaliser is left to [`NATNormaliserGraph`], run only when
+    scores are asked for: argmax and ODD do not change under a per-position constant."""
 
     def __init__(self, nat: NATForConditionalGeneration, top_k: int):
         super().__init__()
         self.model = nat.model
-        self.lm_head = nat.lm_head
         self.top_k = top_k
-        special = torch.zeros(nat.config.vocab_size, dtype=torch.bool)
-        special[nat._special_ids] = True
-        self.register_buffer("special", special, persistent=False)
+        self.projection = _choosable_projection(nat)
+        self.register_buffer("choosable_ids", _choosable_ids(nat), persistent=False)
 
     def forward(self, encoder_states, attention_mask, input_ids, target_mask):
         """encoder_states (batch, 1 + src_len, d); attention_mask, input_ids (batch, src_len); target_mask
         (batch, tgt_len), 1 on the first L positions of a length-L target (EOS included) ->
-        topk_values, topk_ids (batch, tgt_len - 1, top_k); log_normaliser (batch, tgt_len - 1)."""
+        topk_values (raw logits), topk_ids (batch, tgt_len - 1, top_k); content_states (batch, tgt_len - 1, d)."""
         model = self.model
         lengths = target_mask.sum(-1)  # (batch,)
         embeds = model.decoder_inputs(lengths, target_mask.shape[1], input_ids, attention_mask)  # (batch, tgt_len, d)
@@ -125,11 +132,40 @@ class NATDecoderGraph(nn.Module):
         hidden = embeds
         for layer in model.decoder_layers:
             hidden = layer(hidden, self_mask, encoder_states, memory_mask)
-        states = model.decoder_layer_norm(hidden)
-        logits = self.lm_head(states[:, :-1]).float()  # (batch, tgt_len - 1, vocab); the last position is EOS
-        logits = logits.masked_fill(self.special, float("-inf"))
-        values, ids = top_k_per_position(logits, self.top_k)  # (batch, tgt_len - 1, top_k)
-        return values, ids, logits.logsumexp(-1)
+        states = model.decoder_layer_norm(hidden)[:, :-1]  # the last position is EOS
+        logits = self.projection(states).float()  # (batch, tgt_len - 1, choosable)
+        values, columns = top_k_per_position(logits, self.top_k)  # (batch, tgt_len - 1, top_k)
+        return values, self.choosable_ids[columns], states
+
+
+class NATNormaliserGraph(nn.Module):
+    """The log-softmax normaliser of the content positions, over the choosable (non-special) ids, from the decoder
+    graph's `content_states`; `generate()` runs it only when it returns or compares scores (length beam,
+    `return_dict_in_generate`)."""
+
+    def __init__(self, nat: NATForConditionalGeneration):
+        super().__init__()
+        self.projection = _choosable_projection(nat)
+
+    def forward(self, content_states):
+        """content_states (batch, tgt_len - 1, d) -> log_normaliser (batch, tgt_len - 1)."""
+        return self.projection(content_states).float().logsumexp(-1)
+
+
+def _choosable_ids(nat: NATForConditionalGeneration) -> torch.Tensor:
+    """The ids a content position can hold: every id but the special ones (PAD, EOS, BOS), in order."""
+    keep = torch.ones(nat.config.vocab_size, dtype=torch.bool)
+    keep[nat._special_ids] = False
+    return keep.nonzero().squeeze(-1)
+
+
+def _choosable_projection(nat: NATForConditionalGeneration) -> nn.Linear:
+    """A copy of the output projection restricted to the choosable ids: a weight of its own, not tied to the
+    embedding that the decoder input also reads, so that it is a plain constant MatMul that int8 quantization takes."""
+    rows = nat.lm_head.weight.detach()[_choosable_ids(nat)].clone()
+    projection = nn.Linear(rows.shape[1], rows.shape[0], bias=False)
+    projection.weight = nn.Parameter(rows, requires_grad=False)
+    return projection
 
 
 def _memory_mask(attention_mask):
@@ -154,7 +190,7 @@ def _example_inputs(config: NATConfig):
 
 
 def _export_graphs(nat: NATForConditionalGeneration, output_dir: str, top_k: int) -> int:
-    """Write the float32 encoder and decoder graphs; returns the ONNX opset used."""
+    """Write the float32 graphs (encoder, decoder, normaliser); returns the ONNX opset used."""
     from torch.export import Dim
 
     limit = nat.config.max_position_embeddings
@@ -179,13 +215,22 @@ def _export_graphs(nat: NATForConditionalGeneration, output_dir: str, top_k: int
             (encoder_states, attention_mask, input_ids, target_mask),
             dynamo=True,
             input_names=["encoder_states", "attention_mask", "input_ids", "target_mask"],
-            output_names=["topk_values", "topk_ids", "log_normaliser"],
+            output_names=["topk_values", "topk_ids", "content_states"],
             dynamic_shapes={
                 "encoder_states": {0: batch, 1: src_len + 1},
                 "attention_mask": source_shapes,
                 "input_ids": source_shapes,
                 "target_mask": {0: batch, 1: tgt_len},
             },
+            verbose=False,
+        ),
+        "normaliser": torch.onnx.export(
+            NATNormaliserGraph(nat).eval(),
+            (encoder_states[:, :4],),
+            dynamo=True,
+            input_names=["content_states"],
+            output_names=["log_normaliser"],
+            dynamic_shapes={"content_states": {0: batch, 1: Dim("content_len", max=limit)}},
             verbose=False,
         ),
     }
@@ -196,11 +241,11 @@ def _export_graphs(nat: NATForConditionalGeneration, output_dir: str, top_k: int
 
 
 def _quantize_graphs(output_dir: str, per_channel: bool, reduce_range: bool) -> None:
-    """Dynamic int8 copies of both graphs: int8 weights for every MatMul whose weight is a constant (the linear layers
+    """Dynamic int8 copies of the graphs: int8 weights for every MatMul whose weight is a constant (the linear layers
     and the output projection), uint8 activations quantized at run time; everything else stays float32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    for name in ("encoder", "decoder"):
+    for name in GRAPHS["int8"]:
         quantize_dynamic(
             os.path.join(output_dir, GRAPHS["float32"][name]),
             os.path.join(output_dir, GRAPHS["int8"][name]),
@@ -340,13 +385,14 @@ class OnnxNAT:
         precision: str,
         name_or_path: str = "",
     ):
-        """Use [`from_pretrained`]. `sessions`: ONNX Runtime sessions of the "encoder" and "decoder" graphs."""
+        """Use [`from_pretrained`]. `sessions`: ONNX Runtime sessions of the "encoder", "decoder" and "normaliser"
+        graphs."""
         self.config = config
         with torch.device("meta"):  # no weights: only generate()'s host-side steps are used
             self._nat = NATForConditionalGeneration(config)
         if generation_config is not None:  # else the defaults of a freshly built NAT
-            self._nat.generation_config = generation_config
-        self._encoder, self._decoder = sessions["encoder"], sessions["decoder"]
+            self.generation_config = generation_config
+        self._encoder, self._decoder, self._normaliser = sessions["encoder"], sessions["decoder"], sessions["normaliser"]
         self._decoder_inputs = {value.name for value in self._decoder.get_inputs()}
         self.top_k = top_k
         self.precision = precision
@@ -385,7 +431,10 @@ class OnnxNAT:
         with open(manifest_path, encoding="utf-8") as handle:
             manifest = json.load(handle)
         if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{manifest_path} is not a version-{FORMAT_VERSION} {FORMAT} manifest; export again.")
+            raise ValueError(
+                f"{manifest_path} is not a version-{FORMAT_VERSION} {FORMAT} manifest (an older em-nat wrote it); "
+                f"export the NAT again: python -m em_nat.export onnx [--int8] NAT_DIR {folder} --force"
+            )
         available = manifest["graphs"]
         if precision == "auto":
             precision = "int8" if "int8" in available else "float32"
@@ -415,7 +464,9 @@ class OnnxNAT:
 
     @generation_config.setter
     def generation_config(self, value: GenerationConfig) -> None:
-        self._nat.generation_config = value
+        """Kept as a `NATGenerationConfig` (a stock one read from disk holds the knobs untyped), as the PyTorch NAT
+        keeps it: `generate()` then copies it instead of rebuilding it from a dict on every call."""
+        self._nat.generation_config = NATGenerationConfig.from_generation_config(value)
 
     @property
     def device(self) -> torch.device:
@@ -548,11 +599,10 @@ class OnnxNAT:
             "input_ids": input_ids.numpy(),
             "target_mask": target_mask.long().numpy(),
         }
-        values, ids, normaliser = self._decoder.run(
-            None, {n: v for n, v in feeds.items() if n in self._decoder_inputs}
-        )
+        values, ids, states = self._decoder.run(None, {n: v for n, v in feeds.items() if n in self._decoder_inputs})
         values, ids = torch.from_numpy(values)[..., :k], torch.from_numpy(ids)[..., :k]  # (rows, width, k)
         if need_scores:
+            (normaliser,) = self._normaliser.run(None, {"content_states": states})
             values = values - torch.from_numpy(normaliser)[..., None]
         content_lengths = lengths - 1
         mask = torch.arange(width)[None, :] < content_lengths[:, None]  # (rows, width): the L - 1 content positions

@@ -3,6 +3,7 @@ float32 (argmax, ODD, length beam; padded and left-padded batches), int8 graphs 
 refuses bad folders, and `pipeline("translation")` translates with the exported model as with the PyTorch one."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -167,8 +168,14 @@ def test_int8_graphs_give_eos_terminated_pad_padded_ids(uniform_copy, tokenizer)
     nat, root = uniform_copy
     int8 = OnnxNAT.from_pretrained(root / "onnx", intra_op_num_threads=1)  # "auto": int8 when exported
     assert int8.precision == "int8"
-    decoder = onnx.load(str(root / "onnx" / "decoder_int8.onnx"))
-    assert "MatMulInteger" in {node.op_type for node in decoder.graph.node}
+    choosable = nat.config.vocab_size - len(nat._special_ids)
+    for graph in ("decoder_int8.onnx", "normaliser_int8.onnx"):
+        proto = onnx.load(str(root / "onnx" / graph))
+        assert "MatMulInteger" in {node.op_type for node in proto.graph.node}
+        # the output projection (d_model x the choosable ids) is an int8 weight, not a float32 one
+        shapes = {(tensor.data_type, tuple(tensor.dims)) for tensor in proto.graph.initializer}
+        assert (onnx.TensorProto.INT8, (nat.config.d_model, choosable)) in shapes
+        assert not any(dims and choosable in dims for kind, dims in shapes if kind == onnx.TensorProto.FLOAT)
     batch = _batch(tokenizer)
     for knobs in ({}, {"length_beam": 3}):
         out = int8.generate(**batch, **knobs, return_dict_in_generate=True)
@@ -226,3 +233,37 @@ def test_onnx_cli_refuses_bad_folders(tmp_path, make_args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         export.main(make_args(tmp_path))
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+class _Refusing:
+    """Stands in for the normaliser session: fails the test if it is run."""
+
+    def run(self, *args, **kwargs):
+        raise AssertionError("the normaliser graph ran where no score was needed")
+
+
+def test_the_normaliser_graph_runs_only_when_scores_are_needed(float32_pair, tokenizer):
+    nat, onnx_nat = float32_pair
+    batch = _batch(tokenizer)
+    expected = nat.generate(**batch, length_beam=3, return_dict_in_generate=True)
+    normaliser, onnx_nat._normaliser = onnx_nat._normaliser, _Refusing()
+    try:
+        assert torch.equal(onnx_nat.generate(**batch), nat.generate(**batch))  # ODD and argmax need no normaliser
+        assert torch.equal(onnx_nat.generate(**batch, odd=False), nat.generate(**batch, odd=False))
+        with pytest.raises(AssertionError, match="no score was needed"):
+            onnx_nat.generate(**batch, length_beam=3)
+    finally:
+        onnx_nat._normaliser = normaliser
+    got = onnx_nat.generate(**batch, length_beam=3, return_dict_in_generate=True)
+    torch.testing.assert_close(got.sequences_scores, expected.sequences_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_an_export_of_an_older_layout_is_refused_with_the_command_that_redoes_it(uniform_copy, tmp_path):
+    _, root = uniform_copy
+    old = tmp_path / "old-export"
+    shutil.copytree(root / "onnx", old)
+    manifest = json.loads((old / "onnx_export.json").read_text())
+    manifest["format_version"] = 1
+    (old / "onnx_export.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"an older em-nat wrote it\); export the NAT again: python -m em_nat.export onnx"):
+        OnnxNAT.from_pretrained(old)

@@ -392,7 +392,11 @@ class OnnxNAT:
             self._nat = NATForConditionalGeneration(config)
         if generation_config is not None:  # else the defaults of a freshly built NAT
             self.generation_config = generation_config
-        self._encoder, self._decoder, self._normaliser = sessions["encoder"], sessions["decoder"], sessions["normaliser"]
+        self._encoder, self._decoder, self._normaliser = (
+            sessions["encoder"],
+            sessions["decoder"],
+            sessions["normaliser"],
+        )
         self._decoder_inputs = {value.name for value in self._decoder.get_inputs()}
         self.top_k = top_k
         self.precision = precision

@@ -265,5 +265,7 @@ def test_an_export_of_an_older_layout_is_refused_with_the_command_that_redoes_it
     manifest = json.loads((old / "onnx_export.json").read_text())
     manifest["format_version"] = 1
     (old / "onnx_export.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"an older em-nat wrote it\); export the NAT again: python -m em_nat.export onnx"):
+    with pytest.raises(
+        ValueError, match=r"an older em-nat wrote it\); export the NAT again: python -m em_nat.export onnx"
+    ):
         OnnxNAT.from_pretrained(old)

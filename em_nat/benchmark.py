@@ -2,10 +2,11 @@
 CTranslate2 being the CPU baseline that counts (DESIGN.md, "Measuring"); Hugging Face `generate()` rows stay for
 reference. Methods and labels: `em_nat.evaluation.METHODS`; speed-up as `em_nat.evaluation` defines it.
 
-Every runtime (torch, CT2 int8, CT2 float32, ONNX Runtime int8 and float32 for the exported NAT) and thread setting is timed in a process of its own
-(`python -m em_nat.benchmark --worker SPEC`), because one runtime's idle worker threads slow another's. The sweep
-covers intra-op threads (torch `set_num_threads`, CT2 `intra_threads`) and, at batch > 1, CT2 `inter_threads`
-(batches submitted together); each method is reported at its best setting. Warm-up first, then repeats with the
+Every runtime (torch, CT2 int8, CT2 float32, ONNX Runtime int8 and float32 for the exported NAT) and thread
+setting is timed in a process of its own (`python -m em_nat.benchmark --worker SPEC`), because one runtime's idle
+worker threads slow another's. The sweep covers intra-op threads (torch `set_num_threads`, CT2 `intra_threads`,
+ONNX Runtime `intra_op_num_threads`) and, at batch > 1, batches in flight at once (CT2 `inter_threads`,
+`OnnxNAT.generate_many` workers; all batches submitted together); each method is reported at its best setting. Warm-up first, then repeats with the
 methods of one process interleaved; medians reported; speed-ups are throughput ratios at the same batch size
 measured in this run, against CT2 int8 greedy and CT2 int8 beam 5.
 """
@@ -36,8 +37,9 @@ ORDER = tuple(METHODS)
 LABELS = {name: m.label for name, m in METHODS.items()}
 BASELINES = {"ct2_int8_greedy": LABELS["ct2_int8_greedy"], "ct2_int8_beam5": LABELS["ct2_int8_beam5"]}
 SETTINGS_LEGEND = (
-    "(n) = n intra-op threads (torch `set_num_threads`, CT2 `intra_threads`); (nxm) = CT2 with n intra-op threads "
-    "and m parallel translations (`inter_threads`), the batches submitted together"
+    "(n) = n intra-op threads (torch `set_num_threads`, CT2 `intra_threads`, ONNX Runtime `intra_op_num_threads`); "
+    "(nxm) = n intra-op threads and m batches in flight at once (CT2 `inter_threads`, `OnnxNAT.generate_many` "
+    "workers), the batches submitted together"
 )
 
 
@@ -283,12 +285,18 @@ def onnx_worker(spec) -> list[dict]:
                 spec["ct2_dirs"][rescore], spec["onnx_dir"], compute_type=rescore.split("-", 1)[1], **ct2_threads
             )
             settings.update(rescorer=rescorer, rescore_alpha=spec["rescore_alpha"])
-        fns[name] = lambda batch, settings=settings: nat.generate(**batch, **settings)
+        if spec["inter"] > 1:  # every batch handed over at once, `inter` of them in flight
+            fns[name] = lambda batches, settings=settings: nat.generate_many(batches, spec["inter"], **settings)
+        else:
+            fns[name] = lambda batch, settings=settings: nat.generate(**batch, **settings)
     measurements = []
     for batch_size in spec["batch_sizes"]:
         subset = spec["ids"][: sentence_limit(spec, batch_size)]
         batches = make_batches(subset, batch_size, pad)
-        for method, (total, latency, outs) in time_methods(fns, batches, spec["repeats"], spec["warmup"]).items():
+        passes = [batches] if spec["inter"] > 1 else batches
+        for method, (total, latency, outs) in time_methods(fns, passes, spec["repeats"], spec["warmup"]).items():
+            if spec["inter"] > 1:
+                outs, latency = [out for pass_outs in outs for out in pass_outs], None  # batches overlap
             ids = [output_ids(row, None, eos, pad) for out in outs for row in out.tolist()]
             tokens = sum(len(row) for row in ids)
             measurements.append(measurement(spec, method, batch_size, len(subset), total, latency, tokens, ids))
@@ -315,8 +323,9 @@ def runtime_of(method: str) -> str:
 
 
 def plan_jobs(methods, batch_sizes, threads, inter_threads, cores) -> list[dict]:
-    """One job (process) per runtime and thread setting: intra-op threads for all, and for CT2 at batch > 1 also
-    inter_threads > 1 where intra x inter fits in the cores."""
+    """One job (process) per runtime and thread setting: intra-op threads for all, and for CT2 and ONNX Runtime at
+    batch > 1 also `inter` > 1 batches in flight (CT2 `inter_threads`, `OnnxNAT.generate_many` workers) where
+    intra x inter fits in the cores."""
     jobs = []
     for runtime in ("ct2-int8", "ct2-float32", "onnx-int8", "onnx-float32", "torch"):
         chosen = [m for m in methods if runtime_of(m) == runtime]
@@ -324,7 +333,7 @@ def plan_jobs(methods, batch_sizes, threads, inter_threads, cores) -> list[dict]
             continue
         for intra in threads:
             jobs.append({"runtime": runtime, "methods": chosen, "intra": intra, "inter": 1, "setting": f"{intra}"})
-            if not runtime.startswith("ct2"):
+            if runtime.startswith("torch"):
                 continue
             for inter in inter_threads:
                 large = [b for b in batch_sizes if b > 1]

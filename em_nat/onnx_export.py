@@ -573,6 +573,21 @@ class OnnxNAT:
             )
         return self._output(sequences, scores, lengths, return_dict_in_generate, device)
 
+    def generate_many(self, batches, workers: int = 1, **kwargs) -> list:
+        """`generate(**batch, **kwargs)` for every batch (dicts with `input_ids` and optionally `attention_mask`),
+        with `workers` batches in flight at once, each from its own thread (ONNX Runtime releases the GIL while a
+        graph runs), the counterpart of CTranslate2's `inter_threads`. On a CPU with c cores, try `workers` x
+        `intra_op_num_threads` <= c. Returns the outputs in the order of `batches`."""
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer (batches in flight at once), got {workers!r}.")
+        batches = list(batches)
+        if workers == 1 or len(batches) < 2:
+            return [self.generate(**batch, **kwargs) for batch in batches]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(batches))) as pool:
+            return list(pool.map(lambda batch: self.generate(**batch, **kwargs), batches))
+
     @staticmethod
     def _length_log_probs(length_logits, shortest: int, longest: int):
         """As `NATForConditionalGeneration._length_log_probs`: impossible lengths masked out, then log-softmax."""

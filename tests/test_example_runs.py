@@ -198,6 +198,15 @@ def test_benchmark_script_prints_ratios_measured_in_one_run(tmp_path):
     assert "| NAT + ODD | " in proc.stdout and "Machine:" in proc.stdout and "Thread sweep" in proc.stdout
     if has_onnx:
         assert "| NAT + ODD, ONNX Runtime int8 | " in proc.stdout
+        onnx_settings = {
+            r["setting"] for r in result["sweep"] if r["method"] == "onnx_int8_odd" and r["batch_size"] == 2
+        }
+        assert onnx_settings == {"1", "2", "1x2"}  # two batches in flight (OnnxNAT.generate_many), batch > 1 only
+        parallel = next(r for r in result["sweep"] if (r["method"], r["setting"]) == ("onnx_int8_odd", "1x2"))
+        serial = next(
+            r for r in result["sweep"] if (r["method"], r["setting"], r["batch_size"]) == ("onnx_int8_odd", "1", 2)
+        )
+        assert parallel["latency_ms"] is None and parallel["sentences"] == serial["sentences"]
 
 
 def test_example_script_with_a_pretrained_ar_and_tokenizer(data_files, tokenizer, tmp_path):

@@ -269,3 +269,16 @@ def test_an_export_of_an_older_layout_is_refused_with_the_command_that_redoes_it
         ValueError, match=r"an older em-nat wrote it\); export the NAT again: python -m em_nat.export onnx"
     ):
         OnnxNAT.from_pretrained(old)
+
+
+def test_generate_many_gives_generate_s_outputs_in_order(float32_pair, tokenizer):
+    _, onnx_nat = float32_pair
+    groups = [[text] for text in SOURCES] + [SOURCES[:2]]
+    batches = [dict(tokenizer(group, return_tensors="pt", padding=True)) for group in groups]
+    expected = [onnx_nat.generate(**batch, length_beam=3) for batch in batches]
+    assert len(batches) >= 3
+    for workers in (1, 2, 3):
+        got = onnx_nat.generate_many(batches, workers=workers, length_beam=3)
+        assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        onnx_nat.generate_many(batches, workers=0)

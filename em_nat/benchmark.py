@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from em_nat.evaluation import (
     CT2_METHODS,
     HF_TWIN,
+    LENGTH_BEAM,
     METHODS,
     ONNX_METHODS,
     decode_fn,
@@ -59,6 +60,7 @@ class BenchmarkOptions:
     warmup: int = 2
     methods: str = ",".join(METHODS)
     rescore_alpha: float = 0.6
+    rescore_top_k: int | None = None
     threads: list[int] = field(default_factory=lambda: [1, 2])
     inter_threads: list[int] = field(default_factory=lambda: [1, 2])
     device: str | None = None
@@ -184,7 +186,10 @@ def torch_worker(spec) -> list[dict]:
     nat = em_nat.NATForConditionalGeneration.from_pretrained(spec["nat_dir"]).eval().to(device)
     pad, eos = nat.config.pad_token_id, nat.config.eos_token_id
     start_token = getattr(ar.config, "decoder_start_token_id", None)
-    fns = {m: decode_fn(m, ar, nat, spec["ar_kwargs"], spec["rescore_alpha"]) for m in spec["methods"]}
+    fns = {
+        m: decode_fn(m, ar, nat, spec["ar_kwargs"], spec["rescore_alpha"], spec["rescore_top_k"])
+        for m in spec["methods"]
+    }
     measurements = []
     for batch_size in spec["batch_sizes"]:
         subset = spec["ids"][: sentence_limit(spec, batch_size)]
@@ -284,7 +289,9 @@ def onnx_worker(spec) -> list[dict]:
             rescorer = CT2Rescorer.from_pretrained(
                 spec["ct2_dirs"][rescore], spec["onnx_dir"], compute_type=rescore.split("-", 1)[1], **ct2_threads
             )
-            settings.update(rescorer=rescorer, rescore_alpha=spec["rescore_alpha"])
+            settings.update(
+                rescorer=rescorer, rescore_alpha=spec["rescore_alpha"], rescore_top_k=spec["rescore_top_k"]
+            )
         if spec["inter"] > 1:  # every batch handed over at once, `inter` of them in flight
             fns[name] = lambda batches, settings=settings: nat.generate_many(batches, spec["inter"], **settings)
         else:
@@ -520,6 +527,14 @@ def export_nat(nat_dir: str, work_dir: str) -> str:
     return onnx_dir
 
 
+def rescoring_note(alpha: float, top_k: int | None) -> str:
+    if top_k is None or top_k >= LENGTH_BEAM:
+        chosen = f"all {LENGTH_BEAM} length candidates"
+    else:
+        chosen = f"the NAT's {top_k} best of {LENGTH_BEAM} length candidates (by its own score)"
+    return f"the AR rescores {chosen}, GNMT alpha {alpha}"
+
+
 def run_benchmark(args: "BenchmarkOptions") -> dict:
     """Run the whole benchmark (module docstring) and return its result: the best row per method and batch size,
     with speed-ups and quality, and every measurement of the sweep."""
@@ -546,6 +561,7 @@ def run_benchmark(args: "BenchmarkOptions") -> dict:
             repeats=args.repeats,
             warmup=args.warmup,
             rescore_alpha=args.rescore_alpha,
+            rescore_top_k=args.rescore_top_k,
             tokens=[tokenizer.convert_ids_to_tokens(row) for row in prepared["ids"]],
             ct2_dirs=convert_ct2(prepared["ar_dir"], work_dir, runtimes),
             onnx_dir=export_nat(prepared["nat_dir"], work_dir) if set(methods) & set(ONNX_METHODS) else None,
@@ -564,6 +580,7 @@ def run_benchmark(args: "BenchmarkOptions") -> dict:
         "setting": prepared["setting"],
         "machine": machine(threads=False),
         "thread_settings": SETTINGS_LEGEND,
+        "rescoring": rescoring_note(args.rescore_alpha, args.rescore_top_k),
         "rows": rows,
         "sweep": measurements,
     }

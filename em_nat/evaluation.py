@@ -105,8 +105,11 @@ HF_TWIN = {
 }
 
 
-def decode_fn(name: str, ar=None, nat=None, ar_kwargs: dict | None = None, rescore_alpha: float = 0.6):
-    """batch dict (input_ids, attention_mask) -> output ids, for a torch method of `METHODS`."""
+def decode_fn(
+    name: str, ar=None, nat=None, ar_kwargs: dict | None = None, rescore_alpha: float = 0.6, rescore_top_k=None
+):
+    """batch dict (input_ids, attention_mask) -> output ids, for a torch method of `METHODS`; rescoring methods
+    rescore the NAT's `rescore_top_k` best length candidates (all when None) with `ar`."""
     method = METHODS.get(name)
     if method is None or method.runtime != "torch":
         raise ValueError(f"Unknown torch decoding method {name!r}; choose from {TORCH_METHODS}.")
@@ -114,7 +117,7 @@ def decode_fn(name: str, ar=None, nat=None, ar_kwargs: dict | None = None, resco
     if method.model == "ar":
         return lambda batch: ar.generate(**batch, do_sample=False, **settings, **(ar_kwargs or {}))
     if settings.pop("rescore", False):
-        settings.update(rescorer=ar, rescore_alpha=rescore_alpha)
+        settings.update(rescorer=ar, rescore_alpha=rescore_alpha, rescore_top_k=rescore_top_k)
     return lambda batch: nat.generate(**batch, **settings)
 
 

@@ -148,8 +148,14 @@ class NATNormaliserGraph(nn.Module):
         self.projection = _choosable_projection(nat)
 
     def forward(self, content_states):
-        """content_states (batch, tgt_len - 1, d) -> log_normaliser (batch, tgt_len - 1)."""
-        return self.projection(content_states).float().logsumexp(-1)
+        """content_states (batch, tgt_len - 1, d) -> log_normaliser (batch, tgt_len - 1).
+
+        Written out as max + log(sum(exp(x - max))) rather than `logsumexp`: ONNX Runtime runs the exported
+        ReduceLogSumExp about 3.5x slower on CPU (8.2 vs 2.3 ms for 9 x 15 positions over 8k ids, one thread;
+        the same values to 4e-6). The logits are finite (no special id is projected), so the max is too."""
+        logits = self.projection(content_states).float()
+        peak = logits.amax(-1, keepdim=True)
+        return peak.squeeze(-1) + (logits - peak).exp().sum(-1).log()
 
 
 def _choosable_ids(nat: NATForConditionalGeneration) -> torch.Tensor:
@@ -560,7 +566,9 @@ class OnnxNAT:
         lengths = length_candidates(length_log_probs.argmax(-1), beam, shortest, longest)
         # a source with no content (blank, EOS only) translates to EOS alone, whatever the length head says
         lengths = lengths.masked_fill(~nat._has_content(input_ids, attention_mask)[:, None], 1).flatten()
-        need_scores = return_dict_in_generate or beam > 1
+        prune = config.rescore_top_k is not None and config.rescore_top_k < beam
+        # the NAT's scores rank candidates without a rescorer, or prune them for it; a rescorer of all needs none
+        need_scores = return_dict_in_generate or (beam > 1 and (rescorer is None or prune))
         tokens, scores, target_mask = self._fill_positions(
             torch.from_numpy(encoder_states), input_ids, attention_mask, lengths, beam, k, need_scores
         )

@@ -140,6 +140,8 @@ def benchmark_markdown(result: dict, labels: dict, order: list[str], baselines: 
     lines = [
         f"Setting: {result['setting']}. Machine: {result['machine']}.",
         "",
+        f"Length-beam rows: {result['rescoring']}." if result.get("rescoring") else "",
+        "",
         "Each method at its best thread setting on this machine, in brackets: "
         + result["thread_settings"]
         + ". Every runtime and setting ran in its own process. Speed-ups are throughput ratios at the same batch "

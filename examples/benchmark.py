@@ -67,6 +67,12 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated subset of methods.")
     parser.add_argument("--rescore-alpha", type=bounded(float, 0.0), default=0.6, help="GNMT alpha of AR rescoring.")
     parser.add_argument(
+        "--rescore-top-k",
+        type=bounded(int, 1),
+        default=None,
+        help="Rescore only the NAT's k best length candidates (default: all 9).",
+    )
+    parser.add_argument(
         "--threads",
         type=bounded_list(int, 0),
         default="1,2",

@@ -38,7 +38,9 @@ def main(argv=None):
     if unknown:
         parser.error(f"--backends {unknown} unknown; choose from {','.join(known)}.")
     if not os.path.isfile(os.path.join(args.ar, "config.json")):
-        parser.error(f"--ar {args.ar}: not a saved model folder (no config.json); give the AR's save_pretrained folder.")
+        parser.error(
+            f"--ar {args.ar}: not a saved model folder (no config.json); give the AR's save_pretrained folder."
+        )
     if not os.path.isfile(args.source):
         parser.error(f"--source {args.source}: no such file; give the training sources, one per line.")
     table = time_candidate_phase(**{k: v for k, v in vars(args).items() if k != "output_md"})

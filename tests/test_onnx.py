@@ -250,8 +250,13 @@ def test_the_normaliser_graph_runs_only_when_scores_are_needed(float32_pair, tok
     try:
         assert torch.equal(onnx_nat.generate(**batch), nat.generate(**batch))  # ODD and argmax need no normaliser
         assert torch.equal(onnx_nat.generate(**batch, odd=False), nat.generate(**batch, odd=False))
+        rescorer = LongestWins(tokenizer)  # rescoring every candidate: the NAT's scores choose nothing
+        expected_rescored = nat.generate(**batch, length_beam=3, rescorer=rescorer)
+        assert torch.equal(onnx_nat.generate(**batch, length_beam=3, rescorer=rescorer), expected_rescored)
         with pytest.raises(AssertionError, match="no score was needed"):
-            onnx_nat.generate(**batch, length_beam=3)
+            onnx_nat.generate(**batch, length_beam=3)  # ranked by the NAT's own scores
+        with pytest.raises(AssertionError, match="no score was needed"):
+            onnx_nat.generate(**batch, length_beam=3, rescorer=rescorer, rescore_top_k=2)  # pruned by them
     finally:
         onnx_nat._normaliser = normaliser
     got = onnx_nat.generate(**batch, length_beam=3, return_dict_in_generate=True)

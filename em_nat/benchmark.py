@@ -61,6 +61,7 @@ class BenchmarkOptions:
     methods: str = ",".join(METHODS)
     rescore_alpha: float = 0.6
     rescore_top_k: int | None = None
+    rounds: int = 1
     threads: list[int] = field(default_factory=lambda: [1, 2])
     inter_threads: list[int] = field(default_factory=lambda: [1, 2])
     device: str | None = None
@@ -358,7 +359,24 @@ def plan_jobs(methods, batch_sizes, threads, inter_threads, cores) -> list[dict]
     return jobs
 
 
-def run_jobs(jobs, common, work_dir) -> list[dict]:
+def median_over_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One measurement per (method, batch size, setting): the one with the median throughput over the rounds (the
+    whole sweep run again and again, so that a slow spell of a shared machine hits one round, not one runtime).
+    Each keeps the throughputs of all rounds (`sentences_per_s_rounds`)."""
+    groups = {}
+    for measurements in rounds:
+        for row in measurements:
+            groups.setdefault((row["method"], row["batch_size"], row["setting"]), []).append(row)
+    chosen = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda row: row["sentences_per_s"])
+        median = dict(ordered[(len(ordered) - 1) // 2])  # the lower median: a measured row, not an average
+        median["sentences_per_s_rounds"] = [row["sentences_per_s"] for row in group]
+        chosen.append(median)
+    return chosen
+
+
+def run_jobs(jobs, common, work_dir, prefix: str = "") -> list[dict]:
     measurements = []
     for k, job in enumerate(jobs):
         spec = {**common, **job}  # a job's batch sizes replace the common ones
@@ -374,7 +392,7 @@ def run_jobs(jobs, common, work_dir) -> list[dict]:
         env = dict(os.environ)
         if spec["intra"]:
             env["OMP_NUM_THREADS"] = str(spec["intra"])
-        print(f"-- {spec['runtime']} ({spec['setting']}), own process", flush=True)
+        print(f"-- {prefix}{spec['runtime']} ({spec['setting']}), own process", flush=True)
         subprocess.run([sys.executable, "-m", "em_nat.benchmark", "--worker", spec_path], check=True, env=env)
         with open(spec["result_path"]) as handle:
             for row in json.load(handle):
@@ -567,7 +585,9 @@ def run_benchmark(args: "BenchmarkOptions") -> dict:
             onnx_dir=export_nat(prepared["nat_dir"], work_dir) if set(methods) & set(ONNX_METHODS) else None,
         )
         jobs = plan_jobs(methods, batch_sizes, args.threads, args.inter_threads, cores)
-        measurements = run_jobs(jobs, common, work_dir)
+        measurements = median_over_rounds(
+            [run_jobs(jobs, common, work_dir, f"round {r + 1} of {args.rounds}: ") for r in range(args.rounds)]
+        )
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -580,6 +600,7 @@ def run_benchmark(args: "BenchmarkOptions") -> dict:
         "setting": prepared["setting"],
         "machine": machine(threads=False),
         "thread_settings": SETTINGS_LEGEND,
+        "rounds": args.rounds,
         "rescoring": rescoring_note(args.rescore_alpha, args.rescore_top_k),
         "rows": rows,
         "sweep": measurements,

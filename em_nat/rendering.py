@@ -144,8 +144,15 @@ def benchmark_markdown(result: dict, labels: dict, order: list[str], baselines: 
         "",
         "Each method at its best thread setting on this machine, in brackets: "
         + result["thread_settings"]
-        + ". Every runtime and setting ran in its own process. Speed-ups are throughput ratios at the same batch "
-        "size in this run; `= HF`: share of outputs identical to HF `generate()` of the same AR.",
+        + ". Every runtime and setting ran in its own process"
+        + (
+            f"; the whole sweep ran {result['rounds']} times over, and each figure is its median round (every "
+            "round's figure: `sentences_per_s_rounds` in the JSON)"
+            if result.get("rounds", 1) > 1
+            else ""
+        )
+        + ". Speed-ups are throughput ratios at the same batch size in this run; `= HF`: share of outputs identical "
+        "to HF `generate()` of the same AR.",
     ]
     bases = [b for b in baselines if any(r["method"] == b for r in rows)]
     for batch_size in sorted({r["batch_size"] for r in rows}):

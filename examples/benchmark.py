@@ -64,6 +64,13 @@ def parse_args(argv=None):
         "--repeats", type=bounded(int, 1), default=3, help="Timed passes over the sentences (median kept)."
     )
     parser.add_argument("--warmup", type=bounded(int, 0), default=2, help="Untimed batches before timing.")
+    parser.add_argument(
+        "--rounds",
+        type=bounded(int, 1),
+        default=1,
+        help="Run the whole sweep this many times, one runtime after another each time, and report each method and "
+        "setting at its median round (a shared machine's slow spells then hit one round, not one runtime).",
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma-separated subset of methods.")
     parser.add_argument("--rescore-alpha", type=bounded(float, 0.0), default=0.6, help="GNMT alpha of AR rescoring.")
     parser.add_argument(

@@ -171,7 +171,7 @@ def test_benchmark_script_prints_ratios_measured_in_one_run(tmp_path):
 
     command = [sys.executable, str(ROOT / "examples" / "benchmark.py"), "--random-weights"]
     command += "--vocab-size 200 --d-model 32 --layers 1 --heads 2 --source-len 8 --output-len 6".split()
-    command += "--batch-sizes 1,2 --batch1-sentences 2 --max-sentences 4 --repeats 1 --warmup 1".split()
+    command += "--batch-sizes 1,2 --batch1-sentences 2 --max-sentences 4 --repeats 1 --warmup 1 --rounds 2".split()
     command += ["--output_json", str(tmp_path / "b.json"), "--output_md", str(tmp_path / "b.md")]
     proc = _run(command, cwd=tmp_path)
     result = json.loads((tmp_path / "b.json").read_text())
@@ -188,6 +188,8 @@ def test_benchmark_script_prints_ratios_measured_in_one_run(tmp_path):
         swept = [r for r in result["sweep"] if (r["method"], r["batch_size"]) == (row["method"], row["batch_size"])]
         assert {r["setting"] for r in swept} >= {"1", "2"}  # threads 1 and 2, each in its own process
         assert row["sentences_per_s"] == max(r["sentences_per_s"] for r in swept)
+        for r in swept:  # two rounds of the whole sweep: the lower of the two figures is reported
+            assert len(r["sentences_per_s_rounds"]) == 2 and r["sentences_per_s"] == min(r["sentences_per_s_rounds"])
         assert row["tokens_per_sentence"] == pytest.approx(7.0) or "lb9" in row["method"]
         base = "ct2_int8_beam5" if has_ct2 else "ar_beam5"
         assert row[f"speedup_vs_{base}"] == pytest.approx(row["sentences_per_s"] / same_batch[base]["sentences_per_s"])
@@ -196,6 +198,9 @@ def test_benchmark_script_prints_ratios_measured_in_one_run(tmp_path):
         best = next(r for r in result["rows"] if (r["method"], r["batch_size"]) == ("ct2_int8_greedy", 1))
         assert f"| CT2 int8 greedy | {best['sentences_per_s']:.1f} ({best['setting']}) | 1.00x |" in proc.stdout
     assert "| NAT + ODD | " in proc.stdout and "Machine:" in proc.stdout and "Thread sweep" in proc.stdout
+    assert "the whole sweep ran 2 times over" in proc.stdout and proc.stdout.count("-- round 2 of 2: ") == len(
+        {(r["runtime"], r["setting"]) for r in result["sweep"]}
+    )
     if has_onnx:
         assert "| NAT + ODD, ONNX Runtime int8 | " in proc.stdout
         onnx_settings = {

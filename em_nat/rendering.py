@@ -156,9 +156,10 @@ def benchmark_markdown(result: dict, labels: dict, order: list[str], baselines: 
     ]
     bases = [b for b in baselines if any(r["method"] == b for r in rows)]
     for batch_size in sorted({r["batch_size"] for r in rows}):
+        counts = sorted({r["sentences"] for r in rows if r["batch_size"] == batch_size})
         lines += [
             "",
-            f"Batch {batch_size}:",
+            f"Batch {batch_size}, on the first {'/'.join(map(str, counts))} sentences (BLEU and repeats over those):",
             "",
             "| method | sent/s (setting) | "
             + "".join(f"vs {baselines[b]} | " for b in bases)

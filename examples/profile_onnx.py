@@ -14,6 +14,7 @@ in this one process, one thread each (ONNX Runtime `intra_op_num_threads`, CT2 `
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -46,6 +47,16 @@ def main(argv=None):
     parser.add_argument("--sentences", type=bounded(int, 1), default=100, help="The first ones are timed.")
     parser.add_argument("--repeats", type=bounded(int, 1), default=3)
     args = parser.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.onnx, "onnx_export.json")):
+        parser.error(
+            f"--onnx {args.onnx}: not an ONNX export; make one: python -m em_nat.export onnx --int8 NAT_DIR OUT"
+        )
+    if not os.path.isfile(os.path.join(args.ct2, "model.bin")):
+        parser.error(
+            f"--ct2 {args.ct2}: not a CTranslate2 model; convert the AR: python -m em_nat.export ct2 AR_DIR OUT"
+        )
+    if not os.path.isfile(args.source):
+        parser.error(f"--source {args.source}: no such file; give source sentences, one per line.")
     torch.set_num_threads(1)
     nat = OnnxNAT.from_pretrained(args.onnx, intra_op_num_threads=1)
     rescorer = CT2Rescorer.from_pretrained(args.ct2, args.onnx, compute_type="int8", intra_threads=1)

@@ -287,3 +287,31 @@ def test_generate_many_gives_generate_s_outputs_in_order(float32_pair, tokenizer
         assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         onnx_nat.generate_many(batches, workers=0)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--onnx", "/no/such", "--ct2", "/x", "--source", "README.md"], "--onnx /no/such: not an ONNX export"),
+        (["--onnx", "{onnx}", "--ct2", "tests", "--source", "README.md"], "--ct2 tests: not a CTranslate2 model"),
+        (["--onnx", "{onnx}", "--ct2", "{ct2}", "--source", "/no/file"], "--source /no/file: no such file"),
+        (["--onnx", "{onnx}", "--ct2", "{ct2}", "--source", "README.md", "--sentences", "0"], "must be >= 1, got 0"),
+    ],
+)
+def test_onnx_profile_script_refuses_bad_input_before_loading(uniform_copy, tmp_path, argv, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, root = uniform_copy
+    (tmp_path / "ct2").mkdir()
+    (tmp_path / "ct2" / "model.bin").write_bytes(b"")
+    argv = [a.format(onnx=root / "onnx", ct2=tmp_path / "ct2") for a in argv]
+    project = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(project / "examples" / "profile_onnx.py"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=project,
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

@@ -139,12 +139,13 @@ def check_run_arguments(script, em, preset_dir: str) -> None:
                 + _preset_that_makes(value, preset_dir)
             )
     if script.ar_model and os.path.isdir(script.ar_model):
-        kind = _model_type(script.ar_model)
-        if kind == "em_nat":
+        config = _saved_config(script.ar_model)
+        if config.get("model_type") == "em_nat":
             raise ValueError(
                 f"--ar_model {script.ar_model} holds a NAT (model_type 'em_nat'); pass an AR folder "
                 "(an AutoModelForSeq2SeqLM such as round-0/ar of a run)."
             )
+        _check_direction(script.ar_model, config, em)
     if not script.ar_model:
         for option in ("max_source_length", "max_target_length"):
             if getattr(em, option) > script.max_position_embeddings:
@@ -173,12 +174,29 @@ def _looks_local(value: str) -> bool:
     )
 
 
-def _model_type(folder: str) -> str | None:
+def _saved_config(folder: str) -> dict:
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         raise ValueError(f"{folder} has no config.json: not a saved model folder (save_pretrained writes one).")
     with open(path) as handle:
-        return json.load(handle).get("model_type")
+        return json.load(handle)
+
+
+def _check_direction(folder: str, config: dict, em) -> None:
+    """A model saved by an em-nat run records the direction it translates (`source_lang`, `target_lang` in its
+    config.json, see `EMTrainer`); starting a run of another direction from it would train on nonsense targets.
+    Models from elsewhere record none and are not checked."""
+    theirs = (config.get("source_lang"), config.get("target_lang"))
+    ours = (em.source_lang, em.target_lang)
+    if None in theirs or theirs == ours:
+        return
+    raise ValueError(
+        f"--ar_model {folder} translates {theirs[0]}->{theirs[1]} (source_lang/target_lang in its config.json) but "
+        f"this run translates {ours[0]}->{ours[1]}: its candidates would be translations in the wrong direction. "
+        f"Train an AR for {ours[0]}->{ours[1]} (e.g. --preset multi30k-teacher-cpu --source_lang {ours[0]} "
+        f"--target_lang {ours[1]} --output_dir runs/teacher-{ours[0]}-{ours[1]}) and pass its round-0/ar, or run "
+        f"with --source_lang {theirs[0]} --target_lang {theirs[1]}."
+    )
 
 
 def _given_preset(argv) -> str | None:

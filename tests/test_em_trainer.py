@@ -51,6 +51,9 @@ def test_two_em_rounds_write_every_round(tokenizer, pairs, tmp_path):
         folder = tmp_path / "run" / f"round-{t}"
         assert (folder / "ar" / "model.safetensors").is_file() and (folder / "nat" / "model.safetensors").is_file()
         assert (folder / "nat" / "tokenizer.json").is_file()
+        for name in ("ar", "nat"):  # the direction each saved model translates, for later --ar_model checks
+            config = json.loads((folder / name / "config.json").read_text())
+            assert (config["source_lang"], config["target_lang"]) == ("src", "tgt")
         saved = json.loads((folder / "metrics.json").read_text())
         assert saved["em/round"] == t
         assert "signature" in saved["eval/bleu_nat_odd"] and "nrefs:1" in saved["eval/bleu_ar_beam"]["signature"]

@@ -42,6 +42,10 @@ CASES = [
     (["--nat_glancing_ratio", "2"], "nat_glancing_ratio must be a ratio in [0, 1]"),
     (["--preset", "multi30k"], "is neither a preset name (multi30k-cpu, multi30k-gpu, multi30k-teacher-cpu"),
     (["--ar_model", "{nat}"], "holds a NAT (model_type 'em_nat'); pass an AR folder"),
+    (
+        ["--preset", "multi30k-cpu", "--source_lang", "de", "--target_lang", "en", "--ar_model", "{ar_en_de}"],
+        "translates en->de (source_lang/target_lang in its config.json) but this run translates de->en",
+    ),
 ]
 
 
@@ -68,8 +72,29 @@ print(json.dumps(results))
 """
 
 
-def test_bad_options_are_refused_at_parsing(nat_folder):
-    cases = [[a.replace("{nat}", str(nat_folder)) for a in args] for args, _ in CASES]
+@pytest.fixture(scope="module")
+def ar_en_de_folder(tmp_path_factory):
+    """An AR as an em-nat run saves it: its config records the direction it was trained in."""
+    folder = tmp_path_factory.mktemp("ar")
+    (folder / "config.json").write_text(json.dumps({"model_type": "marian", "source_lang": "en", "target_lang": "de"}))
+    return folder
+
+
+def test_a_given_ar_of_the_same_or_an_unrecorded_direction_passes():
+    from types import SimpleNamespace
+
+    from em_nat.train_cli import _check_direction
+
+    run = SimpleNamespace(source_lang="de", target_lang="en")
+    _check_direction("ar", {"source_lang": "de", "target_lang": "en"}, run)
+    _check_direction("ar", {"model_type": "marian"}, run)  # a model from elsewhere: nothing to check
+    with pytest.raises(ValueError, match="translates en->de"):
+        _check_direction("ar", {"source_lang": "en", "target_lang": "de"}, run)
+
+
+def test_bad_options_are_refused_at_parsing(nat_folder, ar_en_de_folder):
+    folders = {"{nat}": str(nat_folder), "{ar_en_de}": str(ar_en_de_folder)}
+    cases = [[folders.get(a, a) for a in args] for args, _ in CASES]
     result = subprocess.run(
         [sys.executable, "-c", DRIVER, str(ROOT / "examples" / "presets"), json.dumps(cases)],
         cwd=ROOT,

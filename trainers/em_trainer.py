@@ -246,6 +246,8 @@ class EMTrainer:
         return self._train_phase("nat", round_index, targets)
 
     def _save_model(self, model, folder):
+        # the direction it translates, read back by `--ar_model` checks (em_nat.train_cli) and by readers
+        model.config.source_lang, model.config.target_lang = self.args.source_lang, self.args.target_lang
         if self.accelerator.is_main_process:
             model.save_pretrained(folder)
             self.tokenizer.save_pretrained(folder)

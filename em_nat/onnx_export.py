@@ -107,7 +107,7 @@ class NATEncoderGraph(nn.Module):
 
 class NATDecoderGraph(nn.Module):
     """Decoder input, decoder and output projection over given target lengths, reduced to the top-k candidates of
-    every content position. Mirrors `NATModel.decode` (mask always applied) and the projection step of
+    every content position (the projection runs on content positions only, not on padding). Mirrors `NATModel.decode` (mask always applied) and the projection step of
     `NATForConditionalGeneration._fill_positions`: special ids are never chosen, so the projection holds the other
     rows only (its own copy of the tied embedding, which dynamic quantization can then make int8) and the chosen ids
     are mapped back to vocabulary ids. The log-softmax normaliser is left to [`NATNormaliserGraph`], run only when
@@ -133,9 +133,17 @@ class NATDecoderGraph(nn.Module):
         for layer in model.decoder_layers:
             hidden = layer(hidden, self_mask, encoder_states, memory_mask)
         states = model.decoder_layer_norm(hidden)[:, :-1]  # the last position is EOS
-        logits = self.projection(states).float()  # (batch, tgt_len - 1, choosable)
-        values, columns = top_k_per_position(logits, self.top_k)  # (batch, tgt_len - 1, top_k)
-        return values, self.choosable_ids[columns], states
+        batch, width, d_model = states.shape
+        # project the content positions only (position p of a length-L target is content iff p + 1 < L): in a
+        # batch of mixed lengths the padding is a large share of the positions (about 40% at batch 64 on Multi30k)
+        content = target_mask[:, 1:].reshape(-1).nonzero().squeeze(-1)  # (n,) flat indices
+        rows = states.reshape(-1, d_model).index_select(0, content)  # (n, d)
+        values, columns = top_k_per_position(self.projection(rows).float(), self.top_k)  # (n, top_k)
+        ids = self.choosable_ids[columns]
+        shape = (batch, width, self.top_k)  # padding positions hold 0, as generate() leaves them
+        values = values.new_zeros(batch * width, self.top_k).index_copy(0, content, values).view(shape)
+        ids = ids.new_zeros(batch * width, self.top_k).index_copy(0, content, ids).view(shape)
+        return values, ids, states
 
 
 class NATNormaliserGraph(nn.Module):

@@ -1,6 +1,9 @@
 """Every Markdown table and label a person reads: round labels, a run's results table, its test table (also the
 model card's test section), the benchmark's tables and its BLEU-vs-latency plot."""
 
+import json
+import os
+
 PHASE_NAMES = {
     "ar": "AR training",
     "nat": "NAT training",
@@ -247,3 +250,73 @@ def benchmark_plot(result: dict, path: str, labels: dict, order: list[str]) -> b
     figure.savefig(path, dpi=150)
     plt.close(figure)
     return True
+
+
+def runs_comparison(runs: dict) -> str:
+    """Several runs side by side (seeds, recipes, directions), from what each run wrote: on valid, every round's NAT
+    (ODD, argmax) and CM of its training targets from `round-<t>/metrics.json`; on test, every row of
+    `test_results.json` (absent: 'not scored'); then each run's target lines (ratios to its AR beam 5; EM > KD > raw).
+
+    Args:
+        runs: `{label: run folder}`, in column order.
+    """
+    from em_nat.run_dir import RunDir
+
+    labels = list(runs)
+    valid, test, targets = {}, {}, {}
+    for label, folder in runs.items():
+        run = RunDir(folder)
+        run.require_finished_rounds()
+        for t, metrics in run.all_metrics().items():
+            for key, field in (("ODD", "eval/bleu_nat_odd"), ("argmax", "eval/bleu_nat_argmax")):
+                if field in metrics:
+                    valid.setdefault((t, key), {})[label] = f"{metrics[field]['score']:.2f}"
+            if "em/cm" in metrics and run.has_model(t, "nat"):
+                valid.setdefault((t, "CM of training targets"), {})[label] = f"{metrics['em/cm']:.2f}"
+            if "eval/bleu_ar_beam" in metrics and t == 0:
+                valid.setdefault((-1, "beam"), {})[label] = f"{metrics['eval/bleu_ar_beam']['score']:.2f}"
+        path = run.file("test_results.json")
+        if os.path.isfile(path):
+            with open(path) as handle:
+                result = json.load(handle)
+            for row in result["rows"]:
+                if row["name"] in ("ar_greedy", "ar_beam5") or row["name"].startswith("r"):
+                    test.setdefault((row["model"], row["decoding"]), {})[label] = f"{row['bleu']['score']:.2f}"
+            targets[label] = _test_targets(result["rows"])
+    header = ["| model | measure | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    lines = ["Valid (every round's metrics.json):", "", *header]
+    order = {"beam": 0, "ODD": 1, "argmax": 2, "CM of training targets": 3}
+    for (t, key), cells in sorted(valid.items(), key=lambda item: (item[0][0], order[item[0][1]])):
+        model = "AR_0" if t < 0 else round_label(t)
+        measure = "BLEU beam 5" if t < 0 else key if key.startswith("CM") else f"BLEU {key}"
+        lines.append(f"| {model} | {measure} | " + " | ".join(cells.get(label, "-") for label in labels) + " |")
+    lines += ["", "Test (test_results.json, scored once after the last round):", ""]
+    if test:
+        lines += [header[0].replace("| measure |", "| decoding |"), header[1]]
+        for (model, decoding), cells in test.items():
+            lines.append(
+                f"| {model} | {decoding} | " + " | ".join(cells.get(label, "not scored") for label in labels) + " |"
+            )
+        lines.append("")
+        for label in labels:
+            if label in targets:
+                lines.append(f"- {label}: {targets[label]}")
+    else:
+        lines.append("(no run has test results yet)")
+    return "\n".join(lines)
+
+
+def _test_targets(rows: list[dict]) -> str:
+    """A run's test figures against issue 12's targets: the last NAT's BLEU over AR beam 5 (ODD; LB 9 + ODD + AR
+    rescoring) and whether EM > KD > raw with ODD (strictly; 'not measured' without a raw-data or an EM round)."""
+    bleu = {row["name"]: row["bleu"]["score"] for row in rows}
+    rounds = sorted({int(name[1 : name.index("/")]) for name in bleu if name.startswith("r") and "/" in name})
+    last = rounds[-1]
+    ratio_odd = bleu[f"r{last}/nat_odd"] / bleu["ar_beam5"]
+    ratio_rescored = bleu[f"r{last}/nat_lb9_odd_rescore"] / bleu["ar_beam5"]
+    odd = [bleu[f"r{t}/nat_odd"] for t in (0, 1, last)] if {0, 1} <= set(rounds) and last >= 2 else None
+    order = "not measured" if odd is None else "yes" if odd[2] > odd[1] > odd[0] else "no"
+    return (
+        f"last NAT / AR beam 5 = {ratio_odd:.3f} with ODD, {ratio_rescored:.3f} with LB 9 + ODD + AR rescoring; "
+        f"EM > KD > raw (ODD): {order}"
+    )

@@ -296,6 +296,7 @@ def test_generate_many_gives_generate_s_outputs_in_order(float32_pair, tokenizer
         (["--onnx", "{onnx}", "--ct2", "tests", "--source", "README.md"], "--ct2 tests: not a CTranslate2 model"),
         (["--onnx", "{onnx}", "--ct2", "{ct2}", "--source", "/no/file"], "--source /no/file: no such file"),
         (["--onnx", "{onnx}", "--ct2", "{ct2}", "--source", "README.md", "--sentences", "0"], "must be >= 1, got 0"),
+        (["--onnx", "{onnx}", "--ct2", "{ct2}", "--source", "README.md", "--batch-size", "1"], "must be >= 2, got 1"),
     ],
 )
 def test_onnx_profile_script_refuses_bad_input_before_loading(uniform_copy, tmp_path, argv, message):
@@ -315,3 +316,32 @@ def test_onnx_profile_script_refuses_bad_input_before_loading(uniform_copy, tmp_
         cwd=project,
     )
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_onnx_profile_batch_feeds_and_op_shares(uniform_copy, tokenizer):
+    """The large-batch part of examples/profile_onnx.py: the decoder feeds are generate()'s (its ODD output follows
+    from them), and the profiler's op shares of each graph add up to the whole."""
+    import importlib.util
+    from pathlib import Path
+
+    from em_nat.modeling.decoding import odd_decode
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "profile_onnx.py"
+    spec = importlib.util.spec_from_file_location("profile_onnx", path)
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    _, root = uniform_copy
+    onnx_nat = OnnxNAT.from_pretrained(root / "onnx", precision="int8", intra_op_num_threads=1)
+    batch = _batch(tokenizer)
+    feeds = profile._batch_feeds(onnx_nat, batch)
+    values, ids, _ = onnx_nat._decoder.run(None, feeds["decoder"])
+    lengths = torch.from_numpy(feeds["decoder"]["target_mask"]).sum(-1)
+    tokens, _ = odd_decode(torch.from_numpy(values)[..., :3], torch.from_numpy(ids)[..., :3], lengths - 1)
+    expected = onnx_nat.generate(**batch)
+    for row, length, out in zip(tokens.tolist(), lengths.tolist(), expected.tolist()):
+        assert out[: length - 1] == row[: length - 1] and out[length - 1] == onnx_nat.config.eos_token_id
+    shares = profile._op_shares(str(root / "onnx"), "int8", [batch])
+    assert set(shares) == {"encoder", "decoder"}
+    for pairs in shares.values():
+        assert pairs and sum(share for _, share in pairs) == pytest.approx(1.0)
+        assert [share for _, share in pairs] == sorted((share for _, share in pairs), reverse=True)

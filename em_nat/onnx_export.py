@@ -107,7 +107,8 @@ class NATEncoderGraph(nn.Module):
 
 class NATDecoderGraph(nn.Module):
     """Decoder input, decoder and output projection over given target lengths, reduced to the top-k candidates of
-    every content position (the projection runs on content positions only, not on padding). Mirrors `NATModel.decode` (mask always applied) and the projection step of
+    every content position (the projection runs on content positions only, not on padding). Mirrors
+    `NATModel.decode` (mask always applied) and the projection step of
     `NATForConditionalGeneration._fill_positions`: special ids are never chosen, so the projection holds the other
     rows only (its own copy of the tied embedding, which dynamic quantization can then make int8) and the chosen ids
     are mapped back to vocabulary ids. The log-softmax normaliser is left to [`NATNormaliserGraph`], run only when

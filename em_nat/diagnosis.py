@@ -10,8 +10,14 @@ Rows (`diagnose`), all with ODD on one set of sentences:
   perfect rescorer would give).
 If the oracle rows sit close to the plain ones, neither the length head nor the rescorer is the limit: the tokens
 the NAT fills in are. Oracle rows read the references, so they are diagnostics, never results.
+
+`estep_by_n` measures what the number of candidates N buys the E-step, on a sample of training pairs: for each N,
+the AR's N-best beam (the candidate phase `EMTrainer` runs), the NAT's choice among them (its selection phase), and
+how the choice moves the NAT log-likelihood of its targets (the quantity the E-step maximises; its negative mean is
+the CM of those targets) and their BLEU against the human references.
 """
 
+import time
 from collections import defaultdict
 
 import torch
@@ -133,6 +139,105 @@ def diagnose(
         "signature": scored[0]["bleu"]["signature"],
         "lengths": length_report(predicted, gold, window),
     }
+
+
+@torch.inference_mode()
+def estep_by_n(
+    ar,
+    nat,
+    tokenizer,
+    sources: list[str],
+    references: list[str],
+    num_candidates: tuple[int, ...] = (1, 4, 8, 20),
+    backend: str = "ctranslate2",
+    compute_type: str = "int8",
+    max_sentences: int = 64,
+    max_new_tokens: int = 96,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+) -> dict:
+    """For each N (beam = N): the AR's N-best candidates of every source and the NAT's selection among them, with the
+    same functions and settings `EMTrainer` uses. Rows: N; the share of sources whose selection is not the AR's
+    1-best; the mean NAT log-likelihood (per sentence, length term included) of the 1-best and of the selection; the
+    CM of the selected targets (minus the latter); corpus BLEU of the 1-best and of the selection against
+    `references`; the mean selected length (tokens, EOS included); the seconds of each phase."""
+    from accelerate import Accelerator
+
+    from em_nat.metrics import corpus_multimodality
+    from em_nat.trainers.candidates import CandidateSettings, generate_candidates, score_candidates, select_targets
+
+    if len(sources) != len(references) or not sources:
+        raise ValueError(f"{len(sources)} sources and {len(references)} references: give as many of each, at least 1.")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    ids = tokenizer(sources, truncation=True, max_length=nat.config.max_position_embeddings)["input_ids"]
+    rows = []
+    for n in num_candidates:
+        settings = CandidateSettings(
+            num_candidates=n,
+            beam_size=n,
+            max_new_tokens=max_new_tokens,
+            max_sentences=max_sentences,
+            max_len_a=max_len_a,
+            max_len_b=max_len_b,
+            backend=backend,
+            compute_type=compute_type,
+        )
+        started = time.perf_counter()
+        candidates, _ = generate_candidates(ar, tokenizer, ids, settings, accelerator)
+        generated = time.perf_counter()
+        scores = score_candidates(nat, ids, candidates, accelerator, tokenizer.pad_token_id, max_sentences)
+        scored = time.perf_counter()
+        chosen = select_targets(scores)
+        selected = [c[k] for c, k in zip(candidates, chosen)]
+        best_scores = [row[0] for row in scores]
+        selected_scores = [row[k] for row, k in zip(scores, chosen)]
+        rows.append(
+            {
+                "num_candidates": n,
+                "differs_from_1best": sum(k != 0 for k in chosen) / len(chosen),
+                "nat_loglik_1best": sum(best_scores) / len(best_scores),
+                "nat_loglik_selected": sum(selected_scores) / len(selected_scores),
+                "cm_selected": corpus_multimodality(selected_scores),
+                "bleu_1best": corpus_bleu(_text(tokenizer, [c[0] for c in candidates]), references)["score"],
+                "bleu_selected": corpus_bleu(_text(tokenizer, selected), references)["score"],
+                "mean_length_selected": sum(len(s) for s in selected) / len(selected),
+                "candidate_seconds": round(generated - started, 2),
+                "selection_seconds": round(scored - generated, 2),
+            }
+        )
+    return {"sentences": len(sources), "backend": f"{backend} {compute_type}", "rows": rows}
+
+
+def _text(tokenizer, rows: list[list[int]]) -> list[str]:
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+def render_estep(result: dict, train_size: int | None = None) -> str:
+    """`estep_by_n`'s rows as a Markdown table; with `train_size`, the minutes both phases would take over that many
+    sources at the measured rate."""
+    head = "| N (beam) | selection != AR 1-best | NAT log-lik, 1-best | NAT log-lik, selected | CM selected |"
+    head += " BLEU 1-best | BLEU selected | mean length selected | seconds (candidates + selection) |"
+    if train_size:
+        head += f" minutes for {train_size:,} sources |"
+    lines = [head, "|" + "---|" * head.count(" |")]
+    for r in result["rows"]:
+        seconds = r["candidate_seconds"] + r["selection_seconds"]
+        line = (
+            f"| {r['num_candidates']} | {100 * r['differs_from_1best']:.1f}% | {r['nat_loglik_1best']:.3f} | "
+            f"{r['nat_loglik_selected']:.3f} | {r['cm_selected']:.3f} | {r['bleu_1best']:.2f} | "
+            f"{r['bleu_selected']:.2f} | {r['mean_length_selected']:.2f} | {r['candidate_seconds']:.1f} + "
+            f"{r['selection_seconds']:.1f} |"
+        )
+        if train_size:
+            line += f" {seconds * train_size / result['sentences'] / 60:.1f} |"
+        lines.append(line)
+    lines.append("")
+    lines.append(
+        f"{result['sentences']} training pairs; candidates by {result['backend']}. Log-likelihoods: mean over sources "
+        "of the NAT's log p(target | source), length term included; CM = minus the selected mean; BLEU against the "
+        "human references of those pairs."
+    )
+    return "\n".join(lines)
 
 
 def render(result: dict) -> str:

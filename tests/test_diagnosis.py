@@ -1,4 +1,5 @@
-"""em_nat.diagnosis and examples/diagnose_nat.py: forced lengths, the oracle choice, and the script's input checks."""
+"""em_nat.diagnosis, examples/diagnose_nat.py and examples/estep_by_n.py: forced lengths, the oracle choice, the
+E-step by N, and the scripts' input checks."""
 
 import subprocess
 import sys
@@ -7,8 +8,17 @@ from pathlib import Path
 import pytest
 from conftest import tiny_models
 
-from em_nat.diagnosis import decode_at_lengths, diagnose, reference_lengths, render, sentence_oracle
+from em_nat.diagnosis import (
+    decode_at_lengths,
+    diagnose,
+    estep_by_n,
+    reference_lengths,
+    render,
+    render_estep,
+    sentence_oracle,
+)
 from em_nat.modeling.decoding import length_candidates
+from em_nat.trainers.candidates import CandidateSettings, generate_candidates, score_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +82,34 @@ def test_diagnose_rows_and_table(tokenizer, pairs):
         diagnose(nat, ar, tokenizer, sources, references[:3])
 
 
+def test_estep_by_n_is_the_trainers_selection(tokenizer, pairs):
+    """Each row is the E-step EMTrainer runs: N=1 never leaves the 1-best, a larger N can only raise the selected
+    targets' NAT log-likelihood over its own 1-best's, and the selected log-likelihood is the best candidate's."""
+    from accelerate import Accelerator
+
+    ar, nat = tiny_models(tokenizer)
+    ar.eval(), nat.eval()
+    sources, references = [p[0] for p in pairs[:6]], [p[1] for p in pairs[:6]]
+    result = estep_by_n(ar, nat, tokenizer, sources, references, (1, 3), backend="transformers", max_sentences=4)
+    one, three = result["rows"]
+    assert one["num_candidates"] == 1 and one["differs_from_1best"] == 0.0
+    assert one["nat_loglik_selected"] == one["nat_loglik_1best"] and one["bleu_selected"] == one["bleu_1best"]
+    assert three["nat_loglik_selected"] >= three["nat_loglik_1best"]
+    assert three["cm_selected"] == pytest.approx(-three["nat_loglik_selected"])
+    ids = tokenizer(sources)["input_ids"]
+    settings = CandidateSettings(num_candidates=3, beam_size=3, max_new_tokens=96, max_len_a=1.2, max_len_b=10)
+    accelerator = Accelerator(cpu=True)
+    candidates, _ = generate_candidates(ar, tokenizer, ids, settings, accelerator)
+    scores = score_candidates(nat, ids, candidates, accelerator, tokenizer.pad_token_id)
+    expected = sum(max(row) for row in scores) / len(scores)
+    assert three["nat_loglik_selected"] == pytest.approx(expected, abs=1e-4)
+    assert three["differs_from_1best"] == sum(max(row) > row[0] for row in scores) / len(scores)
+    table = render_estep(result, train_size=29000)
+    assert table.count("\n| ") == 2 and "minutes for 29,000 sources" in table  # the two rows
+    with pytest.raises(ValueError, match="give as many of each"):
+        estep_by_n(ar, nat, tokenizer, sources, references[:2], (1,), backend="transformers")
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -113,3 +151,34 @@ def test_script_writes_table_and_json(tmp_path, tokenizer, pairs):
 
     saved = json.loads((tmp_path / "d.json").read_text())
     assert saved["sentences"] == 4 and saved["nat"] == str(tmp_path / "nat")
+
+
+def test_estep_script_writes_table_and_refuses_bad_input(tmp_path, tokenizer, pairs):
+    ar, nat = tiny_models(tokenizer)
+    for name, model in (("ar", ar), ("nat", nat)):
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    (tmp_path / "src").write_text("".join(p[0] + "\n" for p in pairs[:5]))
+    (tmp_path / "ref").write_text("".join(p[1] + "\n" for p in pairs[:5]))
+    script = [sys.executable, str(ROOT / "examples" / "estep_by_n.py")]
+    command = script + [
+        "--ar",
+        str(tmp_path / "ar"),
+        "--nat",
+        str(tmp_path / "nat"),
+        "--source",
+        str(tmp_path / "src"),
+    ]
+    command += ["--reference", str(tmp_path / "ref"), "--sentences", "4", "--num_candidates", "1,2"]
+    command += ["--backend", "transformers", "--threads", "1", "--output_md", str(tmp_path / "e.md")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert [row["num_candidates"] for row in saved["rows"]] == [1, 2] and saved["sentences"] == 4
+    assert "| 2 |" in (tmp_path / "e.md").read_text()
+    bad = subprocess.run(
+        [*command[:5], str(tmp_path / "missing"), *command[6:]], capture_output=True, text=True, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "not a saved model" in bad.stderr and "Traceback" not in bad.stderr

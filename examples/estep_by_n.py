@@ -1,0 +1,88 @@
+"""What the number of candidates N buys the E-step (`em_nat.diagnosis.estep_by_n`): on the first `--sentences`
+training pairs, for each N, the AR's N-best beam and the NAT's selection among them, exactly as `EMTrainer` runs the
+two phases; prints how often the selection leaves the AR's 1-best, how much NAT log-likelihood (CM) it gains, the
+BLEU of the targets against the human references, and the time per phase. Use the models of one E-step: the AR that
+generates round t's candidates and the NAT that selects among them (round t-1's).
+
+    python examples/estep_by_n.py --ar runs/multi30k-cpu/round-1/ar --nat runs/multi30k-cpu/round-1/nat \
+        --source ../shared/data/multi30k_en_de/train.en --reference ../shared/data/multi30k_en_de/train.de \
+        --sentences 2000 --num_candidates 1,4,8,20 --output_md docs/estep-by-n-multi30k-cpu.md
+
+The run's length cap applies (`--max_len_a 1.2 --max_len_b 10 --max_new_tokens 96`, the multi30k-cpu preset's).
+"""
+
+import argparse
+import json
+import os
+
+import torch
+
+from em_nat.cli import bounded, bounded_list
+from em_nat.evaluation import read_test_set
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ar", required=True, help="Folder of the AR that generates the candidates.")
+    parser.add_argument("--nat", required=True, help="Folder of the NAT that selects among them (same tokenizer).")
+    parser.add_argument("--source", required=True, help="Training sources, one per line.")
+    parser.add_argument("--reference", required=True, help="Their human references, one per line.")
+    parser.add_argument("--sentences", type=bounded(int, 1), default=2000, help="Pairs measured (the first ones).")
+    parser.add_argument("--num_candidates", type=bounded_list(int, 1), default="1,4,8,20", help="N values (beam=N).")
+    parser.add_argument("--backend", choices=("ctranslate2", "transformers"), default="ctranslate2")
+    parser.add_argument("--compute_type", default="int8", help="CTranslate2 weight type (the preset's: int8).")
+    parser.add_argument("--train_size", type=bounded(int, 1), default=29000, help="Sources of a full phase.")
+    parser.add_argument("--max_sentences", type=bounded(int, 1), default=64, help="Sources per batch.")
+    parser.add_argument("--max_new_tokens", type=bounded(int, 1), default=96)
+    parser.add_argument("--max_len_a", type=bounded(float, 0.0), default=1.2)
+    parser.add_argument("--max_len_b", type=bounded(int, 0), default=10)
+    parser.add_argument("--threads", type=bounded(int, 1), default=2, help="torch threads.")
+    parser.add_argument("--output_md", default=None, help="Also write the table here (and JSON beside it).")
+    args = parser.parse_args(argv)
+    for flag, path in (("--ar", args.ar), ("--nat", args.nat)):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            parser.error(f"{flag} {path}: not a saved model folder (no config.json); give its save_pretrained folder.")
+    for flag, path in (("--source", args.source), ("--reference", args.reference)):
+        if not os.path.isfile(path):
+            parser.error(f"{flag} {path}: no such file; give training pairs, one sentence per line.")
+    try:
+        sources, references = read_test_set(args.source, args.reference)
+    except ValueError as error:
+        parser.error(str(error))
+
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    import em_nat
+    from em_nat.diagnosis import estep_by_n, render_estep
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(args.nat)
+    nat = em_nat.NATForConditionalGeneration.from_pretrained(args.nat).eval()
+    ar = AutoModelForSeq2SeqLM.from_pretrained(args.ar).eval()
+    em_nat.trainers.check_models_share_tokenizer(ar, nat, tokenizer)
+    result = estep_by_n(
+        ar,
+        nat,
+        tokenizer,
+        sources[: args.sentences],
+        references[: args.sentences],
+        num_candidates=args.num_candidates,
+        backend=args.backend,
+        compute_type=args.compute_type,
+        max_sentences=args.max_sentences,
+        max_new_tokens=args.max_new_tokens,
+        max_len_a=args.max_len_a,
+        max_len_b=args.max_len_b,
+    )
+    result.update(ar=args.ar, nat=args.nat, source=args.source, reference=args.reference)
+    table = f"AR {args.ar}, NAT {args.nat}, {args.source}\n\n" + render_estep(result, args.train_size)
+    print(table)
+    if args.output_md:
+        with open(args.output_md, "w") as handle:
+            handle.write(table + "\n")
+        with open(os.path.splitext(args.output_md)[0] + ".json", "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

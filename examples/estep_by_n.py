@@ -1,10 +1,10 @@
 """What the number of candidates N buys the E-step (`em_nat.diagnosis.estep_by_n`): on the first `--sentences`
 training pairs, for each N, the AR's N-best beam and the NAT's selection among them, exactly as `EMTrainer` runs the
 two phases; prints how often the selection leaves the AR's 1-best, how much NAT log-likelihood (CM) it gains, the
-BLEU of the targets against the human references, and the time per phase. Use the models of one E-step: the AR that
-generates round t's candidates and the NAT that selects among them (round t-1's).
+BLEU of the targets against the human references, and the time per phase. Use the models of one E-step: in round
+t, the previous round's AR generates the candidates and round t's NAT (trained on their 1-best) selects among them.
 
-    python examples/estep_by_n.py --ar runs/multi30k-cpu/round-1/ar --nat runs/multi30k-cpu/round-1/nat \
+    python examples/estep_by_n.py --ar runs/multi30k-cpu/round-0/ar --nat runs/multi30k-cpu/round-1/nat \
         --source ../shared/data/multi30k_en_de/train.en --reference ../shared/data/multi30k_en_de/train.de \
         --sentences 2000 --num_candidates 1,4,8,20 --output_md docs/estep-by-n-multi30k-cpu.md
 

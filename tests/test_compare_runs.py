@@ -60,7 +60,7 @@ def test_two_runs_side_by_side_with_targets(tmp_path):
     assert "- seed 1" not in table  # not scored on test: no target line
 
 
-def test_the_order_check_is_strict_and_needs_every_round(tmp_path):
+def test_the_order_check_is_strict_and_uses_the_rounds_a_run_has(tmp_path):
     tie = _fake_run(tmp_path / "tie", [20.0, 25.0, 25.0], test_odd=[21.0, 26.0, 26.0])
     assert "EM > KD > raw (ODD): no" in runs_comparison({"tie": tie})
     vanilla = _fake_run(tmp_path / "v", [0.0, 25.0, 26.0], test_odd=[21.0, 26.0, 27.0], raw_nat=False)
@@ -74,7 +74,11 @@ def test_the_order_check_is_strict_and_needs_every_round(tmp_path):
         )
     )
     table = runs_comparison({"vanilla": vanilla})
-    assert "EM > KD > raw (ODD): not measured" in table and "| NAT, raw data |" not in table
+    assert "EM > KD (ODD): yes; no raw-data NAT" in table and "| NAT, raw data |" not in table
+    beside = runs_comparison({"glancing": tie, "vanilla": vanilla})
+    assert "| NAT, raw data | ODD | 21.00 | - |" in beside  # scored on test, but no such model: "-", not "not scored"
+    kd_only = _fake_run(tmp_path / "kd", [20.0, 25.0], test_odd=[21.0, 26.0])
+    assert "EM > KD > raw (ODD): not measured" in runs_comparison({"kd": kd_only})
 
 
 def test_a_folder_without_rounds_is_refused(tmp_path):

@@ -9,13 +9,9 @@ result. Use the valid set.
 """
 
 import argparse
-import json
-import os
 
-import torch
-
-from em_nat.cli import bounded
-from em_nat.evaluation import LENGTH_BEAM, read_test_set
+from em_nat.cli import bounded, load_nat_and_ar, print_and_save, read_pairs_for
+from em_nat.evaluation import LENGTH_BEAM
 
 
 def main(argv=None):
@@ -33,27 +29,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=bounded(int, 1), default=2, help="torch threads.")
     parser.add_argument("--output_md", default=None, help="Also write the table here (and JSON beside it).")
     args = parser.parse_args(argv)
-    for flag, path in (("--nat", args.nat), ("--ar", args.ar)):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            parser.error(f"{flag} {path}: not a saved model folder (no config.json); give its save_pretrained folder.")
-    for flag, path in (("--source", args.source), ("--reference", args.reference)):
-        if not os.path.isfile(path):
-            parser.error(f"{flag} {path}: no such file; give held-out sentences, one per line.")
-    try:
-        sources, references = read_test_set(args.source, args.reference)
-    except ValueError as error:
-        parser.error(str(error))
+    models = {"--nat": args.nat, "--ar": args.ar}
+    sources, references = read_pairs_for(parser, models, args.source, args.reference, "held-out sentences")
 
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    import em_nat
     from em_nat.diagnosis import diagnose, render
 
-    torch.set_num_threads(args.threads)
-    tokenizer = AutoTokenizer.from_pretrained(args.nat)
-    nat = em_nat.NATForConditionalGeneration.from_pretrained(args.nat).eval()
-    ar = AutoModelForSeq2SeqLM.from_pretrained(args.ar).eval()
-    em_nat.trainers.check_models_share_tokenizer(ar, nat, tokenizer)
+    tokenizer, nat, ar = load_nat_and_ar(args.nat, args.ar, args.threads)
     count = args.sentences or len(sources)
     result = diagnose(
         nat,
@@ -69,12 +50,7 @@ def main(argv=None):
     )
     result.update(nat=args.nat, ar=args.ar, source=args.source, reference=args.reference)
     table = f"NAT {args.nat}, AR {args.ar}, {args.source}\n\n" + render(result)
-    print(table)
-    if args.output_md:
-        with open(args.output_md, "w") as handle:
-            handle.write(table + "\n")
-        with open(os.path.splitext(args.output_md)[0] + ".json", "w") as handle:
-            json.dump(result, handle, indent=1)
+    print_and_save(table, result, args.output_md)
 
 
 if __name__ == "__main__":

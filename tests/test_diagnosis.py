@@ -1,6 +1,7 @@
 """em_nat.diagnosis, examples/diagnose_nat.py and examples/estep_by_n.py: forced lengths, the oracle choice, the
 E-step by N, and the scripts' input checks."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -131,15 +132,32 @@ def test_script_refuses_bad_input_before_loading(tmp_path, argv, message):
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_script_writes_table_and_json(tmp_path, tokenizer, pairs):
+def _saved_models_and_pairs(folder, tokenizer, pairs) -> list[str]:
+    """A tiny AR and NAT saved with their tokenizer and 5 line-aligned pairs under `folder`; returns the arguments
+    that name them."""
     ar, nat = tiny_models(tokenizer)
     for name, model in (("ar", ar), ("nat", nat)):
-        model.save_pretrained(tmp_path / name)
-        tokenizer.save_pretrained(tmp_path / name)
-    (tmp_path / "src").write_text("".join(p[0] + "\n" for p in pairs[:5]))
-    (tmp_path / "ref").write_text("".join(p[1] + "\n" for p in pairs[:5]))
-    command = [sys.executable, str(ROOT / "examples" / "diagnose_nat.py"), "--nat", str(tmp_path / "nat")]
-    command += ["--ar", str(tmp_path / "ar"), "--source", str(tmp_path / "src"), "--reference", str(tmp_path / "ref")]
+        model.save_pretrained(folder / name)
+        tokenizer.save_pretrained(folder / name)
+    (folder / "src").write_text("".join(p[0] + "\n" for p in pairs[:5]))
+    (folder / "ref").write_text("".join(p[1] + "\n" for p in pairs[:5]))
+    return [
+        "--ar",
+        str(folder / "ar"),
+        "--nat",
+        str(folder / "nat"),
+        "--source",
+        str(folder / "src"),
+        "--reference",
+    ] + [str(folder / "ref")]
+
+
+def test_script_writes_table_and_json(tmp_path, tokenizer, pairs):
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "diagnose_nat.py"),
+        *_saved_models_and_pairs(tmp_path, tokenizer, pairs),
+    ]
     command += ["--sentences", "4", "--length_beam", "3", "--threads", "1", "--output_md", str(tmp_path / "d.md")]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -147,38 +165,25 @@ def test_script_writes_table_and_json(tmp_path, tokenizer, pairs):
         line for line in (tmp_path / "d.md").read_text().splitlines() if line.startswith("| AR") or "| NAT" in line
     ]
     assert len(rows) == 5
-    import json
-
     saved = json.loads((tmp_path / "d.json").read_text())
     assert saved["sentences"] == 4 and saved["nat"] == str(tmp_path / "nat")
 
 
 def test_estep_script_writes_table_and_refuses_bad_input(tmp_path, tokenizer, pairs):
-    ar, nat = tiny_models(tokenizer)
-    for name, model in (("ar", ar), ("nat", nat)):
-        model.save_pretrained(tmp_path / name)
-        tokenizer.save_pretrained(tmp_path / name)
-    (tmp_path / "src").write_text("".join(p[0] + "\n" for p in pairs[:5]))
-    (tmp_path / "ref").write_text("".join(p[1] + "\n" for p in pairs[:5]))
-    script = [sys.executable, str(ROOT / "examples" / "estep_by_n.py")]
-    command = script + [
-        "--ar",
-        str(tmp_path / "ar"),
-        "--nat",
-        str(tmp_path / "nat"),
-        "--source",
-        str(tmp_path / "src"),
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "estep_by_n.py"),
+        *_saved_models_and_pairs(tmp_path, tokenizer, pairs),
     ]
-    command += ["--reference", str(tmp_path / "ref"), "--sentences", "4", "--num_candidates", "1,2"]
-    command += ["--backend", "transformers", "--threads", "1", "--output_md", str(tmp_path / "e.md")]
+    command += ["--sentences", "4", "--num_candidates", "1,2", "--backend", "transformers", "--threads", "1"]
+    command += ["--output_md", str(tmp_path / "e.md")]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     saved = json.loads((tmp_path / "e.json").read_text())
     assert [row["num_candidates"] for row in saved["rows"]] == [1, 2] and saved["sentences"] == 4
     assert "| 2 |" in (tmp_path / "e.md").read_text()
+    nat = command.index("--nat") + 1
     bad = subprocess.run(
-        [*command[:5], str(tmp_path / "missing"), *command[6:]], capture_output=True, text=True, cwd=ROOT
+        [*command[:nat], str(tmp_path / "missing"), *command[nat + 1 :]], capture_output=True, text=True, cwd=ROOT
     )
     assert bad.returncode == 2 and "not a saved model" in bad.stderr and "Traceback" not in bad.stderr

@@ -14,6 +14,7 @@ The run's length cap applies (`--max_len_a 1.2 --max_len_b 10 --max_new_tokens 9
 import argparse
 
 from em_nat.cli import bounded, bounded_list, load_nat_and_ar, print_and_save, read_pairs_for
+from em_nat.trainers.arguments import check_candidate_backend
 
 
 def main(argv=None):
@@ -34,6 +35,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=bounded(int, 1), default=2, help="torch threads.")
     parser.add_argument("--output_md", default=None, help="Also write the table here (and JSON beside it).")
     args = parser.parse_args(argv)
+    try:
+        check_candidate_backend(args.backend, args.compute_type)  # the trainer's own check: known type, installed
+    except ValueError as error:
+        parser.error(f"--backend {args.backend} --compute_type {args.compute_type}: {error}")
     models = {"--ar": args.ar, "--nat": args.nat}
     sources, references = read_pairs_for(parser, models, args.source, args.reference, "training pairs' sentences")
 

@@ -187,3 +187,7 @@ def test_estep_script_writes_table_and_refuses_bad_input(tmp_path, tokenizer, pa
         [*command[:nat], str(tmp_path / "missing"), *command[nat + 1 :]], capture_output=True, text=True, cwd=ROOT
     )
     assert bad.returncode == 2 and "not a saved model" in bad.stderr and "Traceback" not in bad.stderr
+    typo = subprocess.run(
+        [*command, "--backend", "ctranslate2", "--compute_type", "int9"], capture_output=True, text=True
+    )
+    assert typo.returncode == 2 and "candidate_compute_type must be one of" in typo.stderr and "int9" in typo.stderr

@@ -163,3 +163,19 @@ def test_numeric_options_of_the_other_scripts_are_checked_at_parsing(script, opt
     command = [sys.executable, str(ROOT / "examples" / f"{script}.py"), *required, option, value]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_no_example_script_takes_an_unchecked_number():
+    """The rule behind the numeric rows of docs/bad-input.md, for every script under examples/ (new ones included):
+    numbers enter through `em_nat.cli.bounded`/`bounded_list`, never a bare `type=int` or `type=float`, so 0 or a
+    negative count is refused at parsing with the option named."""
+    import ast
+
+    bare = []
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "type" and isinstance(node.value, ast.Name):
+                if node.value.id in ("int", "float"):
+                    bare.append(f"{path.name}:{node.value.lineno}")
+    assert not bare, f"numeric options without a range: {bare}; use em_nat.cli.bounded"
+    assert (ROOT / "examples" / "estep_by_n.py").is_file()  # the glob sees the scripts

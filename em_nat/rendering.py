@@ -210,6 +210,17 @@ def sweep_markdown(measurements: list[dict], labels: dict, order: list[str]) -> 
     return lines
 
 
+def method_colors(methods: list[str]) -> dict:
+    """One colour per method, all different for up to 20 methods: matplotlib's tab20 hues, the 10 dark shades first,
+    then the 10 light ones (tab10 alone would give the 11th method the 1st one's colour)."""
+    from matplotlib import colormaps
+
+    if len(methods) > 20:
+        raise ValueError(f"{len(methods)} methods: at most 20 can have colours of their own in one plot.")
+    palette = colormaps["tab20"]
+    return {m: palette((2 * k) % 20 + (2 * k) // 20) for k, m in enumerate(methods)}
+
+
 def benchmark_plot(result: dict, path: str, labels: dict, order: list[str]) -> bool:
     """BLEU against milliseconds per sentence, one point per method and batch size, written to `path` (PNG).
     False without BLEU or without matplotlib."""
@@ -230,7 +241,7 @@ def benchmark_plot(result: dict, path: str, labels: dict, order: list[str]) -> b
     markers = ["o", "s", "^", "D", "v"]
     batch_sizes = sorted({r["batch_size"] for r in rows})
     methods = [m for m in order if any(r["method"] == m for r in rows)]
-    colors = {m: plt.get_cmap("tab10")(k % 10) for k, m in enumerate(methods)}
+    colors = method_colors(methods)
     for r in rows:
         marker = markers[batch_sizes.index(r["batch_size"]) % len(markers)]
         axes.scatter(1e3 / r["sentences_per_s"], r["bleu"]["score"], marker=marker, color=colors[r["method"]], s=40)
